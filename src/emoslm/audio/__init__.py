@@ -1,0 +1,133 @@
+"""Audio loading and validation: soundfile in, 16 kHz mono float32 out, a clear error for anything unusable."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from math import gcd
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile as sf
+
+from emoslm.errors import AudioError
+
+TARGET_SR = 16000
+
+AudioInput = Union[str, Path, bytes, "io.IOBase"]
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """What counts as usable audio. Defaults suit utterance-level SER; the service may tighten them."""
+
+    min_duration: float = 0.1
+    max_duration: float = 60.0
+    silence_rms: float = 1e-5  # below this the whole file is digital silence
+
+
+DEFAULT_LIMITS = AudioLimits()
+
+
+def _name(src: AudioInput) -> str:
+    if isinstance(src, (str, Path)):
+        return str(src)
+    return getattr(src, "name", "<audio bytes>")
+
+
+def probe(src: str | Path) -> tuple[int, int]:
+    """(sampling rate, number of frames) of an audio file, without decoding it; AudioError if unreadable."""
+    path = Path(src)
+    if not path.is_file():
+        raise AudioError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        raise AudioError(path, f"not a readable audio file ({e})") from None
+    if info.samplerate <= 0 or info.frames <= 0:
+        raise AudioError(path, "no audio frames")
+    return int(info.samplerate), int(info.frames)
+
+
+def resample(wave: np.ndarray, sr: int, target_sr: int = TARGET_SR) -> np.ndarray:
+    """Polyphase resampling (scipy), exact for rational ratios such as 22050 -> 16000."""
+    if sr == target_sr:
+        return wave
+    from scipy.signal import resample_poly
+
+    g = gcd(int(sr), int(target_sr))
+    return resample_poly(wave, target_sr // g, int(sr) // g, axis=-1).astype(np.float32)
+
+
+def validate(wave: np.ndarray, sr: int, name: str = "<array>", limits: AudioLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Check a mono float waveform; return it (float32) or raise AudioError saying what is wrong."""
+    wave = np.asarray(wave)
+    if wave.ndim != 1:
+        raise AudioError(name, f"expected a mono waveform, got shape {wave.shape}")
+    if wave.size == 0:
+        raise AudioError(name, "no audio samples")
+    if not np.issubdtype(wave.dtype, np.floating):
+        raise AudioError(name, f"expected float samples, got {wave.dtype}")
+    if not np.all(np.isfinite(wave)):
+        raise AudioError(name, "contains NaN or infinite samples")
+    dur = wave.size / sr
+    if dur < limits.min_duration:
+        raise AudioError(name, f"too short: {dur:.3f} s (minimum {limits.min_duration} s)")
+    if dur > limits.max_duration:
+        raise AudioError(name, f"too long: {dur:.1f} s (maximum {limits.max_duration} s)")
+    if float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) < limits.silence_rms:
+        raise AudioError(name, "digital silence: the file holds no signal")
+    return wave.astype(np.float32, copy=False)
+
+
+def load_audio(
+    src: AudioInput,
+    target_sr: int = TARGET_SR,
+    *,
+    offset: float = 0.0,
+    duration: float | None = None,
+    limits: AudioLimits = DEFAULT_LIMITS,
+) -> np.ndarray:
+    """Load audio as a 16 kHz (``target_sr``) mono float32 waveform, validated.
+
+    ``src`` is a path, raw file bytes, or a binary file object. Multi-channel audio is averaged to mono.
+    Raises AudioError naming the source for empty, corrupt, truncated, non-finite, too short or too long audio.
+    """
+    name = _name(src)
+    if isinstance(src, (str, Path)):
+        path = Path(src)
+        if not path.is_file():
+            raise AudioError(name, "no such file")
+        if path.stat().st_size == 0:
+            raise AudioError(name, "empty file (0 bytes)")
+        handle: object = str(path)
+    elif isinstance(src, (bytes, bytearray)):
+        if len(src) == 0:
+            raise AudioError(name, "empty upload (0 bytes)")
+        handle = io.BytesIO(bytes(src))
+    else:
+        handle = src
+    try:
+        with sf.SoundFile(handle) as f:
+            sr = f.samplerate
+            if sr <= 0:
+                raise AudioError(name, f"invalid sampling rate {sr}")
+            expected = f.frames
+            start = int(round(offset * sr))
+            if start:
+                f.seek(start)
+            n = -1 if duration is None else int(round(duration * sr))
+            data = f.read(frames=n, dtype="float32", always_2d=True)
+    except AudioError:
+        raise
+    except Exception as e:
+        raise AudioError(name, f"not a readable audio file ({e})") from None
+    want = (expected - start) if duration is None else min(int(round(duration * sr)), expected - start)
+    if data.shape[0] < want:
+        raise AudioError(name, f"truncated: header promises {want} frames, only {data.shape[0]} could be read")
+    wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    wave = validate(wave, sr, name, limits)
+    return validate(resample(wave, sr, target_sr), target_sr, name, limits)
