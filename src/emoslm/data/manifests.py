@@ -134,8 +134,8 @@ def load_prepared(output_dir: Path | str, corpus: str | None = None) -> Prepared
         rec_path, sup_path = manifest_paths(out, corpus, split)
         try:
             prepared[split] = {
-                "recordings": RecordingSet.from_file(rec_path),
-                "supervisions": SupervisionSet.from_file(sup_path),
+                "recordings": RecordingSet.from_file(rec_path).to_eager(),
+                "supervisions": SupervisionSet.from_file(sup_path).to_eager(),
             }
         except Exception as e:  # lhotse raises many kinds; name the file
             raise ManifestError(sup_path, f"cannot read manifest: {e}") from e

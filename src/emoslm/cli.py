@@ -1,0 +1,186 @@
+"""The ``emoslm`` command line. Each sub-command is a thin wrapper over a function of the Python API.
+
+    emoslm demo                                   the main job on the embedded default data
+    emoslm synth corpus --preset demo --out DIR   synthesise the emotional speech corpus
+    emoslm prepare CORPUS CORPUS_DIR OUT_DIR      lhotse manifests from a corpus on disk
+    emoslm manifest export|import ...             flat CSV/JSONL <-> lhotse manifests
+    emoslm features fbank MANIFEST_DIR STORAGE    80-dim log-mel filterbanks, cached
+    emoslm info                                   what this installation has (voices, backends)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from emoslm.errors import EmoslmError
+
+
+def _kv(items: list[str] | None) -> dict[str, object]:
+    """``--opt key=value`` pairs; values parsed as YAML scalars (numbers, booleans, lists)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise EmoslmError(f"--opt expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.replace("-", "_")] = yaml.safe_load(v)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def cmd_synth_corpus(a: argparse.Namespace) -> int:
+    from emoslm.synth.corpus import print_summary, synthesize_corpus
+
+    out = a.out or f"data/synth_{a.preset}"
+    summary = synthesize_corpus(out, a.preset, seed=a.seed, n_speakers=a.speakers, workers=a.workers,
+                                progress=not a.quiet, force=a.force)
+    print_summary(summary)
+    print(f"manifests in {Path(out).resolve()}")
+    return 0
+
+
+def cmd_prepare(a: argparse.Namespace) -> int:
+    from emoslm.corpora import prepare
+
+    prepared = prepare(a.corpus, a.corpus_dir, a.out_dir, **_kv(a.opt))
+    for split, parts in prepared.items():
+        sups = parts["supervisions"]
+        print(f"{split}: {len(sups)} utterances, {len({s.speaker for s in sups})} speakers")
+    print(f"manifests in {Path(a.out_dir).resolve()}")
+    return 0
+
+
+def cmd_manifest_export(a: argparse.Namespace) -> int:
+    from emoslm.data.manifests import export_table, load_prepared
+
+    path = export_table(load_prepared(a.manifest_dir, a.corpus), a.table)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_manifest_import(a: argparse.Namespace) -> int:
+    from emoslm.data.manifests import import_table, save_prepared, validate_prepared
+
+    prepared = import_table(a.table, corpus=a.corpus, audio_root=a.audio_root)
+    validate_prepared(prepared)
+    save_prepared(prepared, a.out_dir, a.corpus)
+    for split, parts in prepared.items():
+        print(f"{split}: {len(parts['supervisions'])} utterances")
+    return 0
+
+
+def cmd_features_fbank(a: argparse.Namespace) -> int:
+    from emoslm.data.manifests import load_prepared, to_cuts
+    from emoslm.features import compute_fbank_cache
+
+    prepared = load_prepared(a.manifest_dir, a.corpus)
+    for split in (a.split or list(prepared)):
+        cuts = compute_fbank_cache(to_cuts(prepared, split), Path(a.storage) / split, num_jobs=a.workers)
+        print(f"{split}: {len(cuts)} cuts with features in {Path(a.storage) / split}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    """The main job on the embedded default: synthesise the demo corpus and summarise it."""
+    from emoslm.synth.corpus import print_summary, synthesize_corpus
+
+    out = Path(a.out)
+    summary = synthesize_corpus(out / "synth_demo", "demo", workers=a.workers, progress=not a.quiet)
+    print_summary(summary)
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    import emoslm
+    from emoslm.synth.tts import Espeak, english_voices
+
+    bases, variants, mbrola = english_voices()
+    print(f"emoslm {emoslm.__version__}")
+    print(f"espeak-ng backend: {Espeak().backend}; English base voices: {len(bases)}, variants: {len(variants)}, "
+          f"mbrola voices: {', '.join(v.name for v in mbrola) or 'none'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emoslm", description="Emotion-aware speech language models.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="the main job on the embedded default data")
+    d.add_argument("--out", default="data", help="folder for the corpus and results (default: data)")
+    d.add_argument("--workers", type=int, default=None)
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("synth", help="synthesise data").add_subparsers(dest="what", required=True)
+    sc = s.add_parser("corpus", help="the synthetic emotional speech corpus")
+    sc.add_argument("--preset", default="demo", choices=["tiny", "demo", "full"])
+    sc.add_argument("--out", default=None, help="output folder (default: data/synth_<preset>)")
+    sc.add_argument("--seed", type=int, default=None)
+    sc.add_argument("--speakers", type=int, default=None, help="override the preset's number of speakers")
+    sc.add_argument("--workers", type=int, default=None, help="parallel processes (default: min(2, cores))")
+    sc.add_argument("--force", action="store_true", help="synthesise again even if the output is there")
+    sc.add_argument("--quiet", action="store_true")
+    sc.set_defaults(fn=cmd_synth_corpus)
+
+    from emoslm.corpora import CORPORA
+
+    pr = sub.add_parser("prepare", help="lhotse manifests from a corpus on disk")
+    pr.add_argument("corpus", choices=sorted(CORPORA))
+    pr.add_argument("corpus_dir")
+    pr.add_argument("out_dir")
+    pr.add_argument("--opt", action="append", metavar="KEY=VALUE", help="corpus-specific option (repeatable)")
+    pr.set_defaults(fn=cmd_prepare)
+
+    m = sub.add_parser("manifest", help="flat CSV/JSONL tables").add_subparsers(dest="what", required=True)
+    me = m.add_parser("export", help="lhotse manifests -> one CSV/JSONL table")
+    me.add_argument("manifest_dir")
+    me.add_argument("table", help="output .csv or .jsonl")
+    me.add_argument("--corpus", default=None)
+    me.set_defaults(fn=cmd_manifest_export)
+    mi = m.add_parser("import", help="a CSV/TSV/JSONL table -> lhotse manifests")
+    mi.add_argument("table")
+    mi.add_argument("out_dir")
+    mi.add_argument("--corpus", default="custom")
+    mi.add_argument("--audio-root", default=None)
+    mi.set_defaults(fn=cmd_manifest_import)
+
+    f = sub.add_parser("features", help="feature extraction").add_subparsers(dest="what", required=True)
+    ff = f.add_parser("fbank", help="80-dim log-mel filterbanks, cached with lhotse storage")
+    ff.add_argument("manifest_dir")
+    ff.add_argument("storage")
+    ff.add_argument("--corpus", default=None)
+    ff.add_argument("--split", action="append")
+    ff.add_argument("--workers", type=int, default=1)
+    ff.set_defaults(fn=cmd_features_fbank)
+
+    i = sub.add_parser("info", help="what this installation has")
+    i.set_defaults(fn=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.fn(args) or 0)
+    except EmoslmError as e:
+        print(f"emoslm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("emoslm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""The synthetic emotional speech corpus: emoslm's embedded default data.
+
+Many espeak-ng (and mbrola) speakers, each reading the same few emotion-free sentences in the seven emotions
+of paper 000, with emotion rendered relative to the speaker's own baseline (:mod:`emoslm.synth.prosody`).
+Deterministic for a seed: the whole plan (speakers, texts, every rendering parameter) is drawn in the parent
+process, and each utterance's noise comes from its own seed, so the number of workers does not change a sample.
+
+Output (``out_dir``)::
+
+    wav/<speaker>/<utterance>.wav             16 kHz mono 16-bit
+    synth_{recordings,supervisions}_{train,dev,test}.jsonl.gz   lhotse manifests (speaker-disjoint splits)
+    speakers.jsonl                            each speaker's voice, baseline, expressivity, idiosyncrasies
+    summary.json                              config, sizes, timing; also the cache key
+
+A second call with the same configuration finds ``summary.json`` and returns at once; an interrupted run
+resumes (finished files are kept: each is written to a temporary name and renamed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import soundfile as sf
+from lhotse import Recording, RecordingSet, SupervisionSet
+from lhotse.audio import AudioSource
+
+from emoslm.audio import TARGET_SR, resample
+from emoslm.data.manifests import LEVELS, PreparedCorpus, make_supervision, save_prepared, validate_prepared
+from emoslm.labels import EKMAN7
+from emoslm.synth.prosody import RenderParams, SpeakerProfile, render_params, sample_speaker
+from emoslm.synth.sentences import sentence_bank
+
+log = logging.getLogger(__name__)
+
+#: Bump when a change to the synthesis would change the audio for the same configuration (invalidates caches).
+SYNTH_VERSION = 1
+CORPUS_NAME = "synth"
+ENGINE_VOLUME = 70  # espeak-ng amplitude; leaves headroom for loud emotions before the soft limiter
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    n_speakers: int
+    sentences_per_speaker: int
+    dev_speakers: int
+    test_speakers: int
+    emotions: tuple[str, ...] = EKMAN7
+    seed: int = 0
+    mbrola_fraction: float = 0.12
+    p_alike: float = 0.25
+    p_reversed: float = 0.25
+    sentence_bank_size: int = 400
+
+
+PRESETS: dict[str, CorpusConfig] = {
+    # tests: seconds
+    "tiny": CorpusConfig(n_speakers=12, sentences_per_speaker=2, dev_speakers=2, test_speakers=2),
+    # the README's main job: >= 100 training speakers, within about a minute on 2 cores
+    "demo": CorpusConfig(n_speakers=130, sentences_per_speaker=6, dev_speakers=10, test_speakers=20),
+    # paper-000-sized speaker count (800) with 10 sentences x 7 emotions each
+    "full": CorpusConfig(n_speakers=800, sentences_per_speaker=10, dev_speakers=75, test_speakers=75),
+}
+
+
+@dataclass(frozen=True)
+class UtterancePlan:
+    id: str
+    speaker: str
+    split: str
+    emotion: str
+    text: str
+    voice: str
+    params: RenderParams
+    seed: tuple[int, int]
+
+
+def config_key(cfg: CorpusConfig, voices: Sequence[str]) -> str:
+    blob = json.dumps({"cfg": asdict(cfg), "voices": list(voices), "version": SYNTH_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _voice_pools(rng: np.random.Generator) -> dict[str, list[tuple[str, str]]]:
+    """Shuffled (voice name, kind) lists per gender: every espeak English base voice x human variant."""
+    from emoslm.synth.tts import english_voices
+
+    bases, variants, _ = english_voices()
+    pools: dict[str, list[tuple[str, str]]] = {"M": [], "F": []}
+    for b in bases:
+        for v in variants:
+            pools[v.gender].append((f"{b}+{v.name}", "espeak"))
+    for g in pools:
+        order = rng.permutation(len(pools[g]))
+        pools[g] = [pools[g][i] for i in order]
+    return pools
+
+
+def plan_corpus(cfg: CorpusConfig) -> tuple[list[SpeakerProfile], list[UtterancePlan]]:
+    """Draw every speaker and every utterance's rendering; no audio yet."""
+    from emoslm.synth.tts import english_voices
+
+    if cfg.dev_speakers + cfg.test_speakers >= cfg.n_speakers:
+        raise ValueError("dev + test speakers must leave at least one training speaker")
+    rng = np.random.default_rng(cfg.seed)
+    pools = _voice_pools(rng)
+    mbrola = list(english_voices()[2])
+    if not mbrola and cfg.mbrola_fraction > 0:
+        log.warning("no English mbrola voice installed: all speakers use espeak-ng voices "
+                    "(install mbrola-us1/us2/us3/en1 from Debian non-free for more timbre variety)")
+    bank = sentence_bank(cfg.sentence_bank_size)
+    speakers: list[SpeakerProfile] = []
+    used = {"M": 0, "F": 0}
+    genders = ["F" if i % 2 else "M" for i in range(cfg.n_speakers)]
+    rng.shuffle(genders)
+    for i, gender in enumerate(genders):
+        sid = f"{CORPUS_NAME}_spk{i + 1:04d}"
+        mb = [v for v in mbrola if v.gender == gender]
+        if mb and rng.random() < cfg.mbrola_fraction:
+            voice, kind = mb[int(rng.integers(len(mb)))].name, "mbrola"
+        else:
+            pool = pools[gender]
+            voice, kind = pool[used[gender] % len(pool)]  # distinct voices until the pool is used up
+            used[gender] += 1
+        speakers.append(sample_speaker(sid, voice, kind, gender, rng, cfg.emotions,
+                                       p_alike=cfg.p_alike, p_reversed=cfg.p_reversed))
+    # speaker-disjoint splits, alternating genders so every split is balanced
+    fem = [i for i in rng.permutation(len(speakers)) if speakers[i].gender == "F"]
+    mal = [i for i in rng.permutation(len(speakers)) if speakers[i].gender == "M"]
+    by_gender = [i for pair in zip(fem, mal) for i in pair]
+    by_gender += fem[len(mal):] + mal[len(fem):]
+    split_of: dict[str, str] = {}
+    for rank, i in enumerate(by_gender):
+        split = "test" if rank < cfg.test_speakers else "dev" if rank < cfg.test_speakers + cfg.dev_speakers else "train"
+        split_of[speakers[i].id] = split
+    utts: list[UtterancePlan] = []
+    for s_i, prof in enumerate(speakers):
+        texts = rng.choice(len(bank), size=cfg.sentences_per_speaker, replace=False)
+        for j, t in enumerate(texts):
+            for e in cfg.emotions:
+                uid = f"{prof.id}_{e}_{j:02d}"
+                utts.append(UtterancePlan(uid, prof.id, split_of[prof.id], e, bank[int(t)], prof.voice,
+                                          render_params(prof, e, rng), (cfg.seed, len(utts))))
+    return speakers, utts
+
+
+# ------------------------------------------------------------------------------------------- rendering
+
+_ENGINE = None
+
+
+def _init_worker(stderr_log: str | None = None) -> None:
+    global _ENGINE
+    from emoslm.synth.tts import Espeak
+
+    if stderr_log:
+        # mbrola prints a warning per phoneme it lacks; keep them in a log file, not on the user's terminal
+        fd = os.open(stderr_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 2)
+        os.close(fd)
+    _ENGINE = Espeak()
+
+
+def render_utterance(u: UtterancePlan, path: Path) -> int:
+    """Synthesise one planned utterance to ``path`` (16 kHz mono PCM16); return its number of samples."""
+    from emoslm.synth.effects import apply_voice_quality
+
+    global _ENGINE
+    if _ENGINE is None:
+        _init_worker()
+    p = u.params
+    wave, sr = _ENGINE.synth(u.voice, u.text, rate=p.rate, pitch=p.pitch, pitch_range=p.pitch_range,
+                             volume=ENGINE_VOLUME, word_gap=p.word_gap)
+    x = resample(wave.astype(np.float32) / 32768.0, sr, TARGET_SR)
+    y = apply_voice_quality(x, TARGET_SR, p, np.random.default_rng(list(u.seed)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    sf.write(str(tmp), y, TARGET_SR, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)  # atomic: a file under its final name is always complete
+    return int(y.size)
+
+
+def _render_task(args: tuple[UtterancePlan, str]) -> tuple[str, int, str | None]:
+    u, path = args
+    try:
+        return u.id, render_utterance(u, Path(path)), None
+    except Exception as e:  # reported by the parent with the utterance id, never dropped
+        return u.id, 0, f"{type(e).__name__}: {e}"
+
+
+def _existing_samples(path: Path) -> int | None:
+    try:
+        return int(sf.info(str(path)).frames) if path.is_file() else None
+    except Exception:
+        return None
+
+
+def _levels(values: np.ndarray) -> list[str]:
+    lo, hi = np.quantile(values, [1 / 3, 2 / 3])
+    return [LEVELS[0] if v < lo else LEVELS[2] if v > hi else LEVELS[1] for v in values]
+
+
+def synthesize_corpus(
+    out_dir: str | Path,
+    preset: str | CorpusConfig = "demo",
+    *,
+    seed: int | None = None,
+    n_speakers: int | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Synthesise (or find already synthesised) a corpus; return its summary (also in ``summary.json``)."""
+    from tqdm import tqdm
+
+    from emoslm.synth.tts import Espeak, english_voices
+
+    cfg = PRESETS[preset] if isinstance(preset, str) else preset
+    if seed is not None:
+        cfg = replace(cfg, seed=seed)
+    if n_speakers is not None:
+        scale = n_speakers / cfg.n_speakers
+        cfg = replace(cfg, n_speakers=n_speakers, dev_speakers=max(1, round(cfg.dev_speakers * scale)),
+                      test_speakers=max(1, round(cfg.test_speakers * scale)))
+    out = Path(out_dir).resolve()
+    bases, variants, mbrola = english_voices()
+    voices = [*bases, *(v.name for v in variants), *(v.name for v in mbrola)]
+    key = config_key(cfg, voices)
+    summary_path = out / "summary.json"
+    if not force and summary_path.is_file():
+        old = json.loads(summary_path.read_text())
+        if old.get("key") == key and all((out / f).is_file() for f in old.get("files", [])):
+            old["cached"] = True
+            return old
+
+    t0 = time.perf_counter()
+    speakers, utts = plan_corpus(cfg)
+    paths = {u.id: out / "wav" / u.speaker / f"{u.id}.wav" for u in utts}
+    n_samples: dict[str, int] = {}
+    todo = []
+    for u in utts:
+        n = None if force else _existing_samples(paths[u.id])
+        if n:
+            n_samples[u.id] = n
+        else:
+            todo.append((u, str(paths[u.id])))
+    workers = workers or min(2, os.cpu_count() or 1)
+    errors: list[str] = []
+    bar = tqdm(total=len(utts), initial=len(utts) - len(todo), desc="synthesising", unit="utt", disable=not progress)
+    if workers <= 1:
+        results = map(_render_task, todo)
+        pool = None
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        pool = mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(str(out / "synth_stderr.log"),))
+        results = pool.imap_unordered(_render_task, todo, chunksize=16)
+    try:
+        for uid, n, err in results:
+            if err:
+                errors.append(f"{uid}: {err}")
+            else:
+                n_samples[uid] = n
+            bar.update()
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} utterances failed to synthesise; first: {errors[0]}")
+    render_seconds = time.perf_counter() - t0
+
+    pitch_lv = _levels(np.array([u.params.pitch for u in utts], dtype=float))
+    tempo_lv = _levels(np.array([u.params.rate for u in utts], dtype=float))
+    energy_lv = _levels(np.array([u.params.loudness_db for u in utts], dtype=float))
+    gender_of = {s.id: s.gender for s in speakers}
+    recs: dict[str, list] = {}
+    sups: dict[str, list] = {}
+    for u, pl, tl, el in zip(utts, pitch_lv, tempo_lv, energy_lv):
+        n = n_samples[u.id]
+        recs.setdefault(u.split, []).append(Recording(
+            id=u.id, sources=[AudioSource(type="file", channels=[0], source=str(paths[u.id]))],
+            sampling_rate=TARGET_SR, num_samples=n, duration=n / TARGET_SR))
+        sups.setdefault(u.split, []).append(make_supervision(
+            u.id, u.id, n / TARGET_SR, speaker=u.speaker, emotion=u.emotion, corpus=CORPUS_NAME,
+            gender=gender_of[u.speaker], text=u.text, language="en", pitch_level=pl, tempo_level=tl,
+            energy_level=el, voice=u.voice, pitch_param=u.params.pitch, rate_wpm=u.params.rate,
+            loudness_db=round(u.params.loudness_db, 2)))
+    prepared: PreparedCorpus = {
+        split: {"recordings": RecordingSet.from_recordings(recs[split]),
+                "supervisions": SupervisionSet.from_segments(sups[split])}
+        for split in ("train", "dev", "test")
+    }
+    validate_prepared(prepared)
+    save_prepared(prepared, out, CORPUS_NAME)
+    with (out / "speakers.jsonl").open("w") as f:
+        for s in speakers:
+            f.write(json.dumps({**s.to_dict(), "split": next(u.split for u in utts if u.speaker == s.id)}) + "\n")
+    total_sec = sum(n_samples.values()) / TARGET_SR
+    summary = {
+        "corpus": CORPUS_NAME, "key": key, "config": asdict(cfg), "synth_version": SYNTH_VERSION,
+        "backend": Espeak().backend, "workers": workers,
+        "splits": {sp: {"speakers": len({s.speaker for s in sups[sp]}), "utterances": len(sups[sp]),
+                        "hours": round(sum(s.duration for s in sups[sp]) / 3600, 3),
+                        "female": sum(1 for s in {(x.speaker, x.gender) for x in sups[sp]} if s[1] == "F")}
+                   for sp in ("train", "dev", "test")},
+        "speakers": len(speakers), "utterances": len(utts), "audio_hours": round(total_sec / 3600, 3),
+        "mbrola_speakers": sum(1 for s in speakers if s.voice_kind == "mbrola"),
+        "idiosyncratic_speakers": sum(1 for s in speakers if s.idiosyncrasies),
+        "synthesised_now": len(todo), "seconds": round(render_seconds, 2),
+        "realtime_factor": round(render_seconds / total_sec, 5) if todo else None,
+        "files": [f"{CORPUS_NAME}_{k}_{sp}.jsonl.gz" for sp in ("train", "dev", "test")
+                  for k in ("recordings", "supervisions")] + ["speakers.jsonl"],
+        "cached": False,
+    }
+    summary_path.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def print_summary(summary: dict[str, Any], console=None) -> None:
+    """A readable table of a corpus summary on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    t = Table(title=f"synthetic corpus ({'cached' if summary.get('cached') else 'synthesised'}, "
+                    f"seed {summary['config']['seed']})")
+    for col in ("split", "speakers", "female", "utterances", "hours"):
+        t.add_column(col, justify="right")
+    for sp, row in summary["splits"].items():
+        t.add_row(sp, str(row["speakers"]), str(row["female"]), str(row["utterances"]), f"{row['hours']:.2f}")
+    t.add_row("all", str(summary["speakers"]), "", str(summary["utterances"]), f"{summary['audio_hours']:.2f}")
+    console.print(t)
+    console.print(f"emotions: {', '.join(summary['config']['emotions'])}; mbrola speakers: "
+                  f"{summary['mbrola_speakers']}; speakers with idiosyncrasies: {summary['idiosyncratic_speakers']}")
+    if not summary.get("cached"):
+        console.print(f"synthesised {summary['synthesised_now']} utterances in {summary['seconds']:.1f} s "
+                      f"with {summary['workers']} workers ({summary['backend']} backend)")
