@@ -8,7 +8,7 @@ install:
 	bash scripts/install.sh
 
 demo: install
-	.venv/bin/emoslm demo
+	.venv/bin/emoslm demo $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest -q

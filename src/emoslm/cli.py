@@ -91,7 +91,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from emoslm.synth.corpus import print_summary, synthesize_corpus
 
     out = Path(a.out)
-    summary = synthesize_corpus(out / "synth_demo", "demo", workers=a.workers, progress=not a.quiet)
+    summary = synthesize_corpus(out / f"synth_{a.preset}", a.preset, workers=a.workers, progress=not a.quiet)
     print_summary(summary)
     return 0
 
@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the main job on the embedded default data")
     d.add_argument("--out", default="data", help="folder for the corpus and results (default: data)")
+    d.add_argument("--preset", default="demo", choices=["tiny", "demo", "full"], help="corpus size (default: demo)")
     d.add_argument("--workers", type=int, default=None)
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(fn=cmd_demo)

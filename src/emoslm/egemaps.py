@@ -52,29 +52,36 @@ def egemaps_for(
     """eGeMAPS for (utterance id, audio path, offset, duration) items, reusing and extending ``cache``."""
     from tqdm import tqdm
 
+    import os
+
+    def key(it) -> str:  # the file's identity too: a re-synthesised file must not hit a stale entry
+        st = os.stat(it[1])
+        return f"{it[0]}|{it[1]}|{st.st_size}|{st.st_mtime_ns}|{it[2]}|{it[3]}"
+
+    keys = {it[0]: key(it) for it in items}
     have: dict[str, np.ndarray] = {}
     if cache is not None and Path(cache).is_file():
         with np.load(cache) as z:
             have = dict(zip(z["ids"].tolist(), z["x"]))
-    todo = [it for it in items if it[0] not in have]
+    todo = [it for it in items if keys[it[0]] not in have]
     if todo:
         bar = tqdm(total=len(todo), desc="eGeMAPS", unit="utt", disable=not progress)
         if workers > 1:
             with mp.get_context("fork").Pool(workers) as pool:
                 for uid, x in pool.imap_unordered(_one, todo, chunksize=32):
-                    have[uid] = x
+                    have[keys[uid]] = x
                     bar.update()
         else:
             for it in todo:
                 uid, x = _one(it)
-                have[uid] = x
+                have[keys[uid]] = x
                 bar.update()
         bar.close()
         if cache is not None:
             Path(cache).parent.mkdir(parents=True, exist_ok=True)
             ids = sorted(have)
             np.savez(cache, ids=np.array(ids), x=np.stack([have[i] for i in ids]))
-    return {it[0]: have[it[0]] for it in items}
+    return {it[0]: have[keys[it[0]]] for it in items}
 
 
 def items_of_cuts(cuts: Iterable) -> list[tuple[str, str, float, float | None]]:

@@ -42,7 +42,7 @@ from emoslm.synth.sentences import sentence_bank
 log = logging.getLogger(__name__)
 
 #: Bump when a change to the synthesis would change the audio for the same configuration (invalidates caches).
-SYNTH_VERSION = 1
+SYNTH_VERSION = 2
 CORPUS_NAME = "synth"
 ENGINE_VOLUME = 70  # espeak-ng amplitude; leaves headroom for loud emotions before the soft limiter
 
@@ -157,27 +157,29 @@ _ENGINE = None
 
 
 def _init_worker(stderr_log: str | None = None) -> None:
-    global _ENGINE
-    from emoslm.synth.tts import Espeak
-
     if stderr_log:
         # mbrola prints a warning per phoneme it lacks; keep them in a log file, not on the user's terminal
         fd = os.open(stderr_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 2)
         os.close(fd)
-    _ENGINE = Espeak()
+
+
+def _engine():
+    global _ENGINE
+    if _ENGINE is None:
+        from emoslm.synth.tts import Espeak
+
+        _ENGINE = Espeak()
+    return _ENGINE
 
 
 def render_utterance(u: UtterancePlan, path: Path) -> int:
     """Synthesise one planned utterance to ``path`` (16 kHz mono PCM16); return its number of samples."""
     from emoslm.synth.effects import apply_voice_quality
 
-    global _ENGINE
-    if _ENGINE is None:
-        _init_worker()
     p = u.params
-    wave, sr = _ENGINE.synth(u.voice, u.text, rate=p.rate, pitch=p.pitch, pitch_range=p.pitch_range,
-                             volume=ENGINE_VOLUME, word_gap=p.word_gap)
+    wave, sr = _engine().synth(u.voice, u.text, rate=p.rate, pitch=p.pitch, pitch_range=p.pitch_range,
+                               volume=ENGINE_VOLUME, word_gap=p.word_gap)
     x = resample(wave.astype(np.float32) / 32768.0, sr, TARGET_SR)
     y = apply_voice_quality(x, TARGET_SR, p, np.random.default_rng(list(u.seed)))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,12 +189,21 @@ def render_utterance(u: UtterancePlan, path: Path) -> int:
     return int(y.size)
 
 
-def _render_task(args: tuple[UtterancePlan, str]) -> tuple[str, int, str | None]:
-    u, path = args
-    try:
-        return u.id, render_utterance(u, Path(path)), None
-    except Exception as e:  # reported by the parent with the utterance id, never dropped
-        return u.id, 0, f"{type(e).__name__}: {e}"
+def render_speaker(task: list[tuple[UtterancePlan, str]]) -> list[tuple[str, int, str | None]]:
+    """Render one speaker's utterances in plan order, in a fresh process.
+
+    libespeak-ng keeps waveform state (e.g. its flutter phase) from one call to the next and cannot be reset
+    (``espeak_Terminate`` hangs), so the same utterance sounds slightly different after a different history.
+    Running each speaker's fixed sequence in a new process (``maxtasksperchild=1``) makes the audio a function
+    of the seed alone, whatever the number of workers or the order in which speakers finish.
+    """
+    out = []
+    for u, path in task:
+        try:
+            out.append((u.id, render_utterance(u, Path(path)), None))
+        except Exception as e:  # reported by the parent with the utterance id, never dropped
+            out.append((u.id, 0, f"{type(e).__name__}: {e}"))
+    return out
 
 
 def _existing_samples(path: Path) -> int | None:
@@ -242,37 +253,42 @@ def synthesize_corpus(
 
     t0 = time.perf_counter()
     speakers, utts = plan_corpus(cfg)
+    # files left by a run of another configuration are not reused (resume applies to the same plan only)
+    key_path = out / "plan_key"
+    if key_path.is_file() and key_path.read_text().strip() != key:
+        force = True
+    out.mkdir(parents=True, exist_ok=True)
+    key_path.write_text(key + "\n")
     paths = {u.id: out / "wav" / u.speaker / f"{u.id}.wav" for u in utts}
     n_samples: dict[str, int] = {}
-    todo = []
+    by_speaker: dict[str, list[tuple[UtterancePlan, str]]] = {}
     for u in utts:
-        n = None if force else _existing_samples(paths[u.id])
-        if n:
-            n_samples[u.id] = n
+        by_speaker.setdefault(u.speaker, []).append((u, str(paths[u.id])))
+    # resume: a speaker whose files are all there is kept; any other speaker is rendered again from its start
+    # (the engine's state depends on the speaker's whole sequence, see render_speaker)
+    tasks = []
+    for spk, items in by_speaker.items():
+        have = [None if force else _existing_samples(Path(p)) for _, p in items]
+        if all(have):
+            n_samples.update({u.id: n for (u, _), n in zip(items, have)})
         else:
-            todo.append((u, str(paths[u.id])))
+            tasks.append(items)
+    n_todo = sum(len(t) for t in tasks)
     workers = workers or min(2, os.cpu_count() or 1)
     errors: list[str] = []
-    bar = tqdm(total=len(utts), initial=len(utts) - len(todo), desc="synthesising", unit="utt", disable=not progress)
-    if workers <= 1:
-        results = map(_render_task, todo)
-        pool = None
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        pool = mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(str(out / "synth_stderr.log"),))
-        results = pool.imap_unordered(_render_task, todo, chunksize=16)
-    try:
-        for uid, n, err in results:
-            if err:
-                errors.append(f"{uid}: {err}")
-            else:
-                n_samples[uid] = n
-            bar.update()
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.close()
-            pool.join()
+    bar = tqdm(total=len(utts), initial=len(utts) - n_todo, desc="synthesising", unit="utt", disable=not progress)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = mp.get_context("fork")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(str(out / "synth_stderr.log"),),
+                  maxtasksperchild=1) as pool:
+        for results in pool.imap_unordered(render_speaker, tasks):
+            for uid, n, err in results:
+                if err:
+                    errors.append(f"{uid}: {err}")
+                else:
+                    n_samples[uid] = n
+            bar.update(len(results))
+    bar.close()
     if errors:
         raise RuntimeError(f"{len(errors)} utterances failed to synthesise; first: {errors[0]}")
     render_seconds = time.perf_counter() - t0
@@ -314,8 +330,8 @@ def synthesize_corpus(
         "speakers": len(speakers), "utterances": len(utts), "audio_hours": round(total_sec / 3600, 3),
         "mbrola_speakers": sum(1 for s in speakers if s.voice_kind == "mbrola"),
         "idiosyncratic_speakers": sum(1 for s in speakers if s.idiosyncrasies),
-        "synthesised_now": len(todo), "seconds": round(render_seconds, 2),
-        "realtime_factor": round(render_seconds / total_sec, 5) if todo else None,
+        "synthesised_now": n_todo, "seconds": round(render_seconds, 2),
+        "realtime_factor": round(render_seconds / total_sec, 5) if n_todo else None,
         "files": [f"{CORPUS_NAME}_{k}_{sp}.jsonl.gz" for sp in ("train", "dev", "test")
                   for k in ("recordings", "supervisions")] + ["speakers.jsonl"],
         "cached": False,
