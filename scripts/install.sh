@@ -27,11 +27,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.emoslm-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -nt "$stamp" ] || [ requirements-assets.txt -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
   # torch first, pinned: the local CPU build (never a CUDA build from the index).
   .venv/bin/pip install -q torch==2.13.0
   .venv/bin/pip install -q -r requirements.lock
+  .venv/bin/pip install -q --no-deps -r requirements-assets.txt
   .venv/bin/pip install -q --no-deps -e .
   touch "$stamp"
 fi
