@@ -1,0 +1,257 @@
+"""One training loop for every recipe: optimiser, schedule, evaluation, checkpoints, exact resume, DDP.
+
+A recipe supplies three functions:
+
+- ``batch_fn(step, rng) -> batch``: the data of one step. ``rng`` is a numpy Generator seeded from
+  (seed, step, rank), so the data of step n is the same whether or not the run was interrupted before it;
+- ``loss_fn(model, batch) -> (loss, info)``;
+- ``eval_fn(model) -> {"score": float, ...}`` (higher is better; the best checkpoint is kept).
+
+Checkpoints (``out_dir/checkpoints/last`` and ``best``) hold the model (``save_pretrained``: safetensors +
+config) and ``trainer_state.pt`` (optimiser, scheduler, step, best score, RNG states). They are written to a
+temporary folder and renamed, so a run killed at any moment resumes from the last complete checkpoint and
+continues exactly as if it had not stopped (tested by killing a run with SIGKILL).
+
+Under ``torchrun --nproc_per_node N`` (CPU: gloo) the loss module is wrapped in DistributedDataParallel; each
+rank draws its own batch (its rank is part of the data seed) and rank 0 evaluates and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainArgs:
+    max_steps: int = 1000
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.0
+    optimizer: str = "radam"  # paper 000 V-C; "adamw" for paper 002
+    grad_clip: float = 1.0
+    eval_every: int = 200
+    save_every: int = 200
+    log_every: int = 25
+    seed: int = 0
+    max_minutes: float | None = None  # stop (and save) when the time budget is spent
+    progress: bool = True
+
+
+class _LossModule(nn.Module):
+    """Wraps model + loss so that DDP sees a forward() that returns the loss."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch):
+        return self.loss_fn(self.model, batch)
+
+
+def dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group when launched by torchrun (gloo on CPU); a no-op otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    return dist_info()
+
+
+def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable parameters and buffers: what changes during training (frozen weights are rebuilt)."""
+    params = dict(model.named_parameters())
+    return {n: t.detach().clone() for n, t in model.state_dict().items()
+            if n not in params or params[n].requires_grad}
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, batch_fn: Callable, loss_fn: Callable, out_dir: str | Path,
+                 args: TrainArgs, eval_fn: Callable | None = None):
+        self.model = model
+        self.batch_fn = batch_fn
+        self.loss_fn = loss_fn
+        self.eval_fn = eval_fn
+        self.args = args
+        self.out = Path(out_dir)
+        self.rank, self.world = dist_info()
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters")
+        if args.optimizer == "radam":
+            self.opt = torch.optim.RAdam(params, lr=args.lr, weight_decay=args.weight_decay)
+        elif args.optimizer == "adamw":
+            self.opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+        else:
+            raise ValueError(f"unknown optimizer {args.optimizer!r}")
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
+        self.step = 0
+        self.best = -math.inf
+        self.history: list[dict[str, Any]] = []
+        module = _LossModule(model, loss_fn)
+        if self.world > 1:
+            module = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+        self.module = module
+
+    def _lr_factor(self, step: int) -> float:
+        a = self.args
+        if step < a.warmup_steps:
+            return (step + 1) / a.warmup_steps
+        frac = (step - a.warmup_steps) / max(1, a.max_steps - a.warmup_steps)
+        return a.min_lr_ratio + (1 - a.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+    # ------------------------------------------------------------------------------------ checkpoints
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    def save(self, name: str) -> Path:
+        """Write checkpoint ``name`` atomically (rank 0 writes the model; every rank its RNG state)."""
+        final = self.ckpt_dir / name
+        tmp = self.ckpt_dir / f".{name}.tmp"
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            if hasattr(self.model, "save_pretrained"):
+                self.model.save_pretrained(tmp / "model")
+            torch.save({
+                "model_trainable": _trainable_state(self.model),
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "step": self.step, "best": self.best, "history": self.history, "args": asdict(self.args),
+                "world": self.world,
+            }, tmp / "trainer_state.pt")
+        if self.world > 1:
+            dist.barrier()
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+        if self.rank == 0:
+            torch.save(rng, tmp / "rng_rank0.pt")
+        if self.world > 1:
+            for r in range(1, self.world):
+                if self.rank == r:
+                    torch.save(rng, tmp / f"rng_rank{r}.pt")
+                dist.barrier()
+        if self.rank == 0:
+            old = self.ckpt_dir / f".{name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            if final.exists():
+                final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        if self.world > 1:
+            dist.barrier()
+        return final
+
+    def resume(self) -> bool:
+        """Continue from ``checkpoints/last`` if it exists; return whether it did."""
+        last = self.ckpt_dir / "last"
+        if not (last / "trainer_state.pt").is_file():
+            return False
+        state = torch.load(last / "trainer_state.pt", map_location="cpu", weights_only=False)
+        if state.get("world", 1) != self.world:
+            raise RuntimeError(f"{last} was written by {state.get('world')} processes, this run has {self.world}")
+        missing = self.model.load_state_dict(state["model_trainable"], strict=False)
+        del missing
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.step, self.best, self.history = state["step"], state["best"], state["history"]
+        rng = torch.load(last / f"rng_rank{self.rank}.pt", weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        log.info("resumed from %s at step %d", last, self.step)
+        return True
+
+    # ------------------------------------------------------------------------------------ loop
+
+    def _evaluate(self) -> dict[str, Any] | None:
+        if self.eval_fn is None:
+            return None
+        result = None
+        if self.rank == 0:
+            self.model.eval()
+            with torch.no_grad():
+                result = self.eval_fn(self.model)
+            self.model.train()
+            result = {"step": self.step, **result}
+            self.history.append(result)
+            if result["score"] > self.best:
+                self.best = result["score"]
+                self.save("best")
+        if self.world > 1:
+            obj = [self.best]
+            dist.broadcast_object_list(obj, src=0)
+            self.best = obj[0]
+        return result
+
+    def fit(self) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        a = self.args
+        resumed = self.resume()
+        self.model.train()
+        t0 = time.perf_counter()
+        bar = tqdm(total=a.max_steps, initial=self.step, desc="training", unit="step",
+                   disable=not a.progress or self.rank != 0)
+        running: dict[str, float] = {}
+        stopped_early = False
+        while self.step < a.max_steps:
+            rng = np.random.default_rng([a.seed, self.step, self.rank])
+            batch = self.batch_fn(self.step, rng)
+            loss, info = self.module(batch)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if a.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], a.grad_clip)
+            self.opt.step()
+            self.sched.step()
+            self.step += 1
+            for k, v in {"loss": float(loss.detach()), **{k: v for k, v in info.items() if isinstance(v, float)}}.items():
+                running[k] = 0.9 * running.get(k, v) + 0.1 * v
+            bar.update()
+            if self.step % a.log_every == 0:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
+            if a.eval_every and self.step % a.eval_every == 0:
+                res = self._evaluate()
+                if res and self.rank == 0:
+                    bar.write(f"step {self.step}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                                              for k, v in res.items() if k != "step"))
+            out_of_time = a.max_minutes is not None and (time.perf_counter() - t0) / 60 > a.max_minutes
+            if self.world > 1:
+                flag = torch.tensor([int(out_of_time)])
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                out_of_time = bool(flag.item())
+            if (a.save_every and self.step % a.save_every == 0) or self.step == a.max_steps or out_of_time:
+                self.save("last")
+            if out_of_time:
+                stopped_early = True
+                break
+        bar.close()
+        if self.eval_fn is not None and (not self.history or self.history[-1]["step"] != self.step):
+            self._evaluate()
+        summary = {"steps": self.step, "best_score": self.best, "resumed": resumed, "stopped_early": stopped_early,
+                   "seconds": round(time.perf_counter() - t0, 1), "history": self.history, "world": self.world}
+        if self.rank == 0:
+            (self.out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        return summary
