@@ -96,6 +96,26 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+RECIPES = {
+    "classifier": ("emoslm.recipes.classifier", "ClassifierConfig"),
+    "speech_lm": ("emoslm.recipes.speech_lm", "SpeechLMConfig"),
+}
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    import importlib
+
+    from emoslm.config import load_config
+
+    module_name, cfg_name = RECIPES[a.recipe]
+    module = importlib.import_module(module_name)
+    cfg = load_config(getattr(module, cfg_name), a.config, a.set)
+    summary = module.run(cfg)
+    if summary.get("world", 1) == 1 or int(__import__("os").environ.get("RANK", "0")) == 0:
+        print(f"{a.recipe}: {summary['steps']} steps in {summary['seconds']} s, best dev score {summary['best_score']:.4f}")
+    return 0
+
+
 def cmd_info(a: argparse.Namespace) -> int:
     import emoslm
     from emoslm.synth.tts import Espeak, english_voices
@@ -164,12 +184,22 @@ def build_parser() -> argparse.ArgumentParser:
     ff.add_argument("--workers", type=int, default=1)
     ff.set_defaults(fn=cmd_features_fbank)
 
+    t = sub.add_parser("train", help="run a training recipe")
+    t.add_argument("recipe", choices=sorted(RECIPES))
+    t.add_argument("--config", default=None, help="YAML config (the recipe's dataclass is the schema)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    t.set_defaults(fn=cmd_train)
+
     i = sub.add_parser("info", help="what this installation has")
     i.set_defaults(fn=cmd_info)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    if not sys.stderr.isatty():  # progress bars into a log file: one line every few seconds, not hundreds
+        os.environ.setdefault("TQDM_MININTERVAL", "10")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
