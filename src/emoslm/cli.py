@@ -96,6 +96,28 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(a: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from emoslm.inference import EmotionRecognizer
+
+    rec = EmotionRecognizer.load(a.bundle)
+    pairs = []
+    for item in a.enroll or []:
+        path, sep, label = item.rpartition(":")
+        if not sep or not path:
+            raise EmoslmError(f"--enroll expects FILE:LABEL, got {item!r}")
+        pairs.append((path, label))
+    if pairs:
+        rec.enroll("cli", pairs)
+    pred = rec.predict(a.target, speaker="cli" if pairs else None, decode=a.decode)
+    console = Console()
+    console.print(f"[bold]{pred.label}[/bold]  ({pred.n_enroll}-shot, {pred.latency_ms:.0f} ms)")
+    for lab, p in sorted(pred.probs.items(), key=lambda kv: -kv[1]):
+        console.print(f"  {lab:>9} {p:6.1%} " + "#" * int(round(p * 40)))
+    return 0
+
+
 RECIPES = {
     "classifier": ("emoslm.recipes.classifier", "ClassifierConfig"),
     "speech_lm": ("emoslm.recipes.speech_lm", "SpeechLMConfig"),
@@ -183,6 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     ff.add_argument("--split", action="append")
     ff.add_argument("--workers", type=int, default=1)
     ff.set_defaults(fn=cmd_features_fbank)
+
+    pp = sub.add_parser("predict", help="personalised emotion of an utterance, with enrollment pairs")
+    pp.add_argument("target", help="the utterance to recognise (audio file)")
+    pp.add_argument("--enroll", action="append", metavar="FILE:LABEL", help="an enrollment pair (repeatable)")
+    pp.add_argument("--bundle", default="runs/demo/bundle", help="model bundle (default: the demo's)")
+    pp.add_argument("--decode", default="score", choices=["score", "beam"],
+                    help="score every label (probabilities) or beam search (beam 4, exact match)")
+    pp.set_defaults(fn=cmd_predict)
 
     t = sub.add_parser("train", help="run a training recipe")
     t.add_argument("recipe", choices=sorted(RECIPES))

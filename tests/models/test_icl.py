@@ -1,0 +1,114 @@
+"""The speech LM's interleaved ICL input, its fast paths and its caches agree with the plain definitions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emoslm.models.icl import Example, SpeechICLConfig, SpeechICLModel
+
+QF = {"n_queries": 3, "d_model": 32, "n_layers": 1, "n_heads": 4, "d_ff": 64, "dropout": 0.0}
+
+
+def _model(name="tiny-llama", seed=0) -> SpeechICLModel:
+    torch.manual_seed(seed)
+    m = SpeechICLModel(SpeechICLConfig(d_encoder=16, qformer=QF, llm={"name": name, "mode": "full", "dropout": 0.0}))
+    return m.eval()
+
+
+def _episodes(m: SpeechICLModel, b=3, n=5, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(b * n, 7, 16, generator=g)
+    mask = torch.ones(b * n, 7, dtype=torch.bool)
+    mask[::2, 5:] = False
+    tok = m.speech_tokens(hidden, mask).view(b, n, 3, -1)
+    labels = torch.randint(0, 7, (b, n), generator=g)
+    eps = [[Example(tok[i, j], int(labels[i, j])) for j in range(n)] for i in range(b)]
+    return tok, labels, eps
+
+
+def test_instruction_and_labels_tokenize_cleanly():
+    m = _model()
+    assert m._label_len == 1  # the tiny tokenizer has one token per label word
+    assert len(m._instruction_ids) > 10
+    assert m.label_set.word("anger") == "Anger"
+
+
+def test_vectorised_layout_equals_per_example_layout():
+    m = _model()
+    tok, labels, eps = _episodes(m)
+    fast, p, w = m.uniform_embeds(tok, labels)
+    for i, ep in enumerate(eps):
+        slow, positions, targets = m.sequence(ep)
+        assert torch.allclose(fast[i], slow, atol=1e-6)
+        # label j of example i is predicted from the position before it
+        assert positions == [p + j * w + 3 - 1 for j in range(len(ep))]
+        assert targets == [m._label_ids[int(x)][0] for x in labels[i]]
+
+
+@pytest.mark.parametrize("all_positions", [True, False])
+def test_vectorised_loss_equals_generic_loss(all_positions):
+    m = _model()
+    tok, labels, eps = _episodes(m)
+    fast, _ = m.uniform_loss(tok, labels, label_smoothing=0.1, all_positions=all_positions)
+    slow, _ = m.loss(eps, label_smoothing=0.1, all_positions=all_positions)
+    assert torch.allclose(fast, slow, atol=1e-5)
+
+
+def test_scores_batched_cached_and_uncached_agree():
+    m = _model()
+    tok, labels, eps = _episodes(m, b=4, n=4)
+    contexts = [ep[:-1] for ep in eps]
+    targets = [ep[-1].speech for ep in eps]
+    batched = m.score_batch(contexts, targets)  # fast path: uniform k, single-token labels
+    assert batched.shape == (4, 7)
+    for i in range(4):
+        uncached = m.label_log_probs(contexts[i], targets[i])
+        cache = m.prefix_cache(contexts[i])
+        cached = m.label_log_probs(contexts[i], targets[i], cache=cache)
+        again = m.label_log_probs(contexts[i], targets[i], cache=cache)  # the cache is not consumed
+        assert torch.allclose(batched[i], uncached, atol=1e-4)
+        assert torch.allclose(cached, uncached, atol=1e-4) and torch.allclose(again, cached, atol=1e-6)
+    p = m.predict_proba(contexts[0], targets[0])
+    assert torch.isclose(p.sum(), torch.tensor(1.0)) and (p > 0).all()
+
+
+def test_zero_shot_and_too_many_examples():
+    m = _model()
+    tok, labels, eps = _episodes(m, b=2, n=1)
+    s = m.score_batch([[], []], [eps[0][0].speech, eps[1][0].speech])
+    assert s.shape == (2, 7) and torch.isfinite(s).all()
+    with pytest.raises(ValueError, match="at most"):
+        m.label_log_probs([eps[0][0]] * (m.cfg.max_examples + 1), eps[1][0].speech)
+
+
+def test_generation_returns_a_label_or_none():
+    m = _model()
+    _, _, eps = _episodes(m, b=1, n=3)
+    label, text = m.generate_label(eps[0][:-1], eps[0][-1].speech, num_beams=4)
+    assert label is None or label in m.label_set.labels
+    assert isinstance(text, str)
+
+
+def test_encoder_decoder_backbone_trains_and_scores():
+    m = _model("tiny-t5")
+    _, _, eps = _episodes(m, b=2, n=3)
+    m.train()
+    loss, info = m.loss(eps)
+    loss.backward()
+    assert torch.isfinite(loss) and info["n_targets"] == 4  # one label token + </s> per episode
+    m.eval()
+    p = m.predict_proba(eps[0][:-1], eps[0][-1].speech)
+    assert p.shape == (7,) and torch.isclose(p.sum(), torch.tensor(1.0))
+
+
+def test_save_and_load_reproduce_scores(tmp_path):
+    m = _model()
+    _, _, eps = _episodes(m, b=1, n=4)
+    before = m.label_log_probs(eps[0][:-1], eps[0][-1].speech)
+    m.save_pretrained(tmp_path / "ckpt")
+    m2 = SpeechICLModel.from_pretrained(tmp_path / "ckpt").eval()
+    after = m2.label_log_probs(eps[0][:-1], eps[0][-1].speech)
+    assert torch.allclose(before, after, atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        SpeechICLModel.from_pretrained(tmp_path / "nothing")
