@@ -87,12 +87,40 @@ def cmd_features_fbank(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    """The main job on the embedded default: synthesise the demo corpus and summarise it."""
-    from emoslm.synth.corpus import print_summary, synthesize_corpus
+    """The main job on the embedded default: synthesise, train paper 000's models, evaluate, report."""
+    from emoslm.pipelines import run_personalization_demo
 
-    out = Path(a.out)
-    summary = synthesize_corpus(out / f"synth_{a.preset}", a.preset, workers=a.workers, progress=not a.quiet)
-    print_summary(summary)
+    if a.synth_only:
+        from emoslm.synth.corpus import print_summary, synthesize_corpus
+
+        print_summary(synthesize_corpus(Path(a.out) / f"synth_{a.preset}", a.preset, workers=a.workers,
+                                        progress=not a.quiet))
+        return 0
+    run_personalization_demo(a.out, a.runs or f"runs/{a.preset}", preset=a.preset, workers=a.workers,
+                             checkpoints=a.checkpoints, progress=not a.quiet)
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    """Re-evaluate trained models of a demo-style runs folder and write the report."""
+    from emoslm.evaluation.personalization import EvalPlan, ICLModelSpec, run_eval, write_report
+
+    root = Path(a.runs)
+    best = lambda name: str(root / name / "checkpoints" / "best" / "model")  # noqa: E731
+    enc = str(root / "scratch" / "encoder")
+    classifiers = {n: best(d) for n, d in (("Scratch", "scratch"), ("Pretrained", "pretrained"),
+                                           ("Personalized_N", "personalized_n"), ("Personalized_A", "personalized_a"))
+                   if Path(best(d)).is_dir()}
+    icl = [ICLModelSpec(name, best(d), enc, ts, role) for name, d, ts, role in (
+        ("Proposed (MetaICL TU+LU_0:7)", "stage2", "TU+LU_{0:7}", "main"),
+        ("0-shot (stage 1)", "stage1", "0-shot", "stage1"),
+        ("MetaICL TO+LD_7", "to_ld7", "TO+LD_7", "table4"),
+        ("MetaICL Neutral_0:7", "neutral", "Neutral_{0:7}", "table4")) if Path(best(d)).is_dir()]
+    if not icl and not classifiers:
+        raise EmoslmError(f"{root} holds no trained models (expected e.g. {best('stage2')})")
+    plan = EvalPlan(corpus=a.corpus, out_dir=a.out or str(root / "eval"), icl=icl, classifiers=classifiers,
+                    decode=a.decode, peer=not a.no_peer)
+    write_report(run_eval(plan, progress=not a.quiet), plan.out_dir)
     return 0
 
 
@@ -161,8 +189,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="data", help="folder for the corpus and results (default: data)")
     d.add_argument("--preset", default="demo", choices=["tiny", "demo", "full"], help="corpus size (default: demo)")
     d.add_argument("--workers", type=int, default=None)
+    d.add_argument("--runs", default=None, help="folder for models and the report (default: runs/<preset>)")
+    d.add_argument("--checkpoints", default=None,
+                   help="evaluate shipped/pre-trained speech LMs from this folder instead of training them")
+    d.add_argument("--synth-only", action="store_true", help="only synthesise the corpus and summarise it")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(fn=cmd_demo)
+
+    ev = sub.add_parser("eval", help="evaluate trained models (Tables II-IV) and write the report")
+    ev.add_argument("--runs", default="runs/demo", help="a demo-style runs folder")
+    ev.add_argument("--corpus", default="data/synth_demo")
+    ev.add_argument("--out", default=None, help="report folder (default: RUNS/eval)")
+    ev.add_argument("--decode", default="score", choices=["score", "beam"])
+    ev.add_argument("--no-peer", action="store_true", help="skip the eGeMAPS peer")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("synth", help="synthesise data").add_subparsers(dest="what", required=True)
     sc = s.add_parser("corpus", help="the synthetic emotional speech corpus")

@@ -47,13 +47,29 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
     return data
 
 
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def packaged_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config(path: str | Path) -> Path:
+    """A config file path, or the name of a packaged config (``speech_lm_stage2``)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    packaged = CONFIG_DIR / f"{p.name}.yaml" if p.suffix == "" else CONFIG_DIR / p.name
+    if packaged.is_file():
+        return packaged
+    raise EmoslmError(f"config {path} does not exist (packaged configs: {', '.join(packaged_configs())})")
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """The recipe config: defaults <- YAML file <- overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise EmoslmError(f"config file {p} does not exist")
+        p = resolve_config(path)
         data = yaml.safe_load(p.read_text()) or {}
     data = apply_overrides(data, overrides)
     return _build(cls, data, str(path or cls.__name__))

@@ -137,7 +137,7 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
     protocol = protocol or {"name": "predefined", "description": "the corpus's speaker-disjoint test split",
                             "test_speakers": len(data.by_speaker["test"])}
     sets = _episode_sets(data, plan)
-    results = Results(metadata=RunMetadata.collect(corpus=plan.corpus, protocol=protocol))
+    results = Results(metadata=RunMetadata.collect(corpus=plan.corpus, split_protocol=protocol))
 
     for name, path in plan.classifiers.items():
         res, _mode = _classifier_eval(path, data, ls, plan.seed)

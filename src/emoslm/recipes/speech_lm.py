@@ -122,7 +122,7 @@ class SpeechLMRecipe:
         pool = [(u.id, u.label) for u in utts]
         by_id = {u.id: u for u in utts}
         if cfg.setting == "TO+LD_7":
-            ctx = sample_enrollment(target.id, target.label, pool, cfg.k_max, "TO", "LD", rng)
+            ctx = sample_enrollment(target.id, target.label, pool, cfg.k_max, "TO", "LD", int(rng.integers(2**31)))
         else:  # Neutral_0:7
             neutral = [(i, l) for i, l in pool if l == self.neutral and i != target.id]
             k = min(int(rng.integers(0, cfg.k_max + 1)), len(neutral))

@@ -153,9 +153,12 @@ class Trainer:
                     torch.save(rng, tmp / f"rng_rank{r}.pt")
                 dist.barrier()
         if self.rank == 0:
+            # ``final`` and ``.old`` are both complete checkpoints; at every moment one of them exists (between the
+            # two renames only ``.old``, which resume() falls back to), and ``.old`` is only deleted while
+            # ``final`` exists.
             old = self.ckpt_dir / f".{name}.old"
-            shutil.rmtree(old, ignore_errors=True)
             if final.exists():
+                shutil.rmtree(old, ignore_errors=True)
                 final.rename(old)
             tmp.rename(final)
             shutil.rmtree(old, ignore_errors=True)
@@ -164,15 +167,28 @@ class Trainer:
         return final
 
     def resume(self) -> bool:
-        """Continue from ``checkpoints/last`` if it exists; return whether it did."""
-        last = self.ckpt_dir / "last"
-        if not (last / "trainer_state.pt").is_file():
+        """Continue from ``checkpoints/last`` if it exists; return whether it did.
+
+        If the previous run was killed between the two renames of save(), ``last`` is missing and the complete
+        previous checkpoint is still in ``.last.old``: resume from there.
+        """
+        last = None
+        for cand in (self.ckpt_dir / "last", self.ckpt_dir / ".last.old"):
+            if (cand / "trainer_state.pt").is_file() and (cand / "rng_rank0.pt").is_file():
+                last = cand
+                break
+        if last is None:
             return False
         state = torch.load(last / "trainer_state.pt", map_location="cpu", weights_only=False)
         if state.get("world", 1) != self.world:
-            raise RuntimeError(f"{last} was written by {state.get('world')} processes, this run has {self.world}")
-        missing = self.model.load_state_dict(state["model_trainable"], strict=False)
-        del missing
+            raise RuntimeError(
+                f"cannot resume from {last}: it was written by a run with {state.get('world', 1)} process(es) "
+                f"(world size) and this run has {self.world}; the data and RNG streams depend on the world size, "
+                f"so relaunch with the same number of processes (torchrun --nproc_per_node "
+                f"{state.get('world', 1)}) or train in a fresh out_dir")
+        res = self.model.load_state_dict(state["model_trainable"], strict=False)
+        if res.unexpected_keys:
+            raise RuntimeError(f"{last} does not match the model: unexpected keys {res.unexpected_keys[:5]}")
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.step, self.best, self.history = state["step"], state["best"], state["history"]
@@ -188,21 +204,24 @@ class Trainer:
     def _evaluate(self) -> dict[str, Any] | None:
         if self.eval_fn is None:
             return None
-        result = None
+        # rank 0 evaluates; every rank then gets the result (so that histories, and the decision to evaluate once
+        # more at the end, agree) and takes part in save("best"), which has collective barriers
+        result, improved = None, False
         if self.rank == 0:
             self.model.eval()
             with torch.no_grad():
                 result = self.eval_fn(self.model)
             self.model.train()
             result = {"step": self.step, **result}
-            self.history.append(result)
-            if result["score"] > self.best:
-                self.best = result["score"]
-                self.save("best")
+            improved = bool(result["score"] > self.best)
         if self.world > 1:
-            obj = [self.best]
+            obj = [result, improved]
             dist.broadcast_object_list(obj, src=0)
-            self.best = obj[0]
+            result, improved = obj
+        self.history.append(result)
+        if improved:
+            self.best = result["score"]
+            self.save("best")
         return result
 
     def fit(self) -> dict[str, Any]:
@@ -230,7 +249,7 @@ class Trainer:
             for k, v in {"loss": float(loss.detach()), **{k: v for k, v in info.items() if isinstance(v, float)}}.items():
                 running[k] = 0.9 * running.get(k, v) + 0.1 * v
             bar.update()
-            if self.step % a.log_every == 0:
+            if a.log_every and self.step % a.log_every == 0:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
             if a.eval_every and self.step % a.eval_every == 0:
                 res = self._evaluate()

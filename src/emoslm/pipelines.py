@@ -1,0 +1,128 @@
+"""The main job: synthesise the demo corpus, train paper 000's models, evaluate them, write the report.
+
+Each step is a recipe run with a packaged config (``src/emoslm/configs``) whose paths and step counts are set
+here; a step whose output exists is skipped, so an interrupted demo continues where it stopped. Profiles:
+
+- ``demo``: the README's main job on the demo corpus;
+- ``tiny``: the same steps with a handful of updates on the tiny corpus (tests, smoke runs).
+
+``checkpoints=DIR`` evaluates shipped models instead of training the speech LMs (see ``assets/README.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from emoslm.config import load_config
+
+#: steps per training run, per profile
+PROFILES: dict[str, dict[str, int]] = {
+    "demo": {"scratch": 600, "classifier": 300, "stage1": 300, "stage2": 1500, "table4": 600, "styles": 16},
+    "tiny": {"scratch": 12, "classifier": 6, "stage1": 6, "stage2": 10, "table4": 6, "styles": 2},
+}
+
+
+@dataclass
+class Step:
+    name: str
+    recipe: str  # "classifier" | "speech_lm"
+    config: str
+    steps_key: str
+    overrides: tuple[str, ...] = ()
+
+
+def _steps(root: Path) -> list[Step]:
+    enc = f"encoder={root}/scratch/encoder"
+    init = f"init_from={root}/stage1/checkpoints/best/model"
+    return [
+        Step("scratch", "classifier", "classifier_scratch", "scratch"),
+        Step("pretrained", "classifier", "classifier_pretrained", "classifier", (enc,)),
+        Step("personalized_n", "classifier", "classifier_personalized_n", "classifier", (enc,)),
+        Step("personalized_a", "classifier", "classifier_personalized_a", "classifier", (enc,)),
+        Step("stage1", "speech_lm", "speech_lm_stage1", "stage1", (enc,)),
+        Step("stage2", "speech_lm", "speech_lm_stage2", "stage2", (enc, init)),
+        Step("to_ld7", "speech_lm", "speech_lm_to_ld7", "table4", (enc, init)),
+        Step("neutral", "speech_lm", "speech_lm_neutral", "table4", (enc, init)),
+    ]
+
+
+def _done(out: Path) -> bool:
+    return (out / "train_summary.json").is_file() and (out / "checkpoints" / "best" / "model").is_dir()
+
+
+def run_personalization_demo(data_root: str | Path = "data", runs_root: str | Path = "runs/demo", *,
+                             preset: str = "demo", profile: str | None = None, workers: int | None = None,
+                             checkpoints: str | Path | None = None, progress: bool = True, console=None) -> dict:
+    """Run every step; return {"summary": corpus summary, "timings": {...}, "report": paths}."""
+    from rich.console import Console
+
+    from emoslm.evaluation.personalization import EvalPlan, ICLModelSpec, run_eval, write_report
+    from emoslm.recipes import classifier, speech_lm
+    from emoslm.synth.corpus import print_summary, synthesize_corpus
+
+    console = console or Console()
+    profile = profile or ("tiny" if preset == "tiny" else "demo")
+    steps = PROFILES[profile]
+    corpus = Path(data_root) / f"synth_{preset}"
+    root = Path(runs_root)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    summary = synthesize_corpus(corpus, preset, workers=workers, progress=progress)
+    timings["synthesis"] = time.perf_counter() - t0
+    print_summary(summary, console)
+
+    recipes = {"classifier": (classifier, "ClassifierConfig"), "speech_lm": (speech_lm, "SpeechLMConfig")}
+    shipped = Path(checkpoints) if checkpoints else None
+    for step in _steps(root):
+        out = root / step.name
+        if shipped is not None and step.recipe == "speech_lm" or shipped is not None and step.name == "scratch":
+            src = shipped / step.name
+            if src.is_dir() and not _done(out):  # evaluate the shipped model: copy it into the run folder
+                shutil.copytree(src, out, dirs_exist_ok=True)
+        if _done(out):
+            console.print(f"[dim]{step.name}: found {out}, not retrained[/dim]")
+            continue
+        module, cfg_name = recipes[step.recipe]
+        overrides = [f"corpus={corpus}", f"out_dir={out}", f"train.max_steps={steps[step.steps_key]}",
+                     f"train.progress={progress}", *step.overrides]
+        if step.recipe == "speech_lm":
+            overrides.append(f"augment_styles={steps['styles']}")
+        if profile == "tiny":
+            overrides += ["train.eval_every=5", "train.save_every=5", "train.warmup_steps=2"]
+        cfg = load_config(getattr(module, cfg_name), step.config, overrides)
+        console.print(f"[bold]training {step.name}[/bold] ({step.recipe}, {cfg.train.max_steps} steps)")
+        t = time.perf_counter()
+        module.run(cfg)
+        timings[step.name] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    enc = str(root / "scratch" / "encoder")
+    best = lambda name: str(root / name / "checkpoints" / "best" / "model")  # noqa: E731
+    plan = EvalPlan(
+        corpus=str(corpus), out_dir=str(root / "eval"),
+        classifiers={"Scratch": best("scratch"), "Pretrained": best("pretrained"),
+                     "Personalized_N": best("personalized_n"), "Personalized_A": best("personalized_a")},
+        icl=[ICLModelSpec("Proposed (MetaICL TU+LU_0:7)", best("stage2"), enc, "TU+LU_{0:7}", "main"),
+             ICLModelSpec("0-shot (stage 1)", best("stage1"), enc, "0-shot", "stage1"),
+             ICLModelSpec("MetaICL TO+LD_7", best("to_ld7"), enc, "TO+LD_7", "table4"),
+             ICLModelSpec("MetaICL Neutral_0:7", best("neutral"), enc, "Neutral_{0:7}", "table4")],
+        k_max=7 if profile != "tiny" else 2, lo_k_max=4 if profile != "tiny" else 1,
+    )
+    results = run_eval(plan, progress=progress)
+    results.metadata.training = {"profile": profile, "steps": steps, "timings_s": {k: round(v, 1) for k, v in timings.items()}}
+    paths = write_report(results, plan.out_dir, console)
+    timings["evaluation"] = time.perf_counter() - t
+
+    from emoslm.inference import save_bundle
+    from emoslm.models.icl import SpeechICLModel
+
+    save_bundle(root / "bundle", enc, SpeechICLModel.from_pretrained(best("stage2")),
+                {"corpus": str(corpus), "profile": profile})
+    (root / "demo_timings.json").write_text(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=2))
+    console.print(f"report: {paths['html']}  (markdown: {paths['markdown']}); model bundle: {root / 'bundle'}")
+    return {"summary": summary, "timings": timings, "report": paths}
