@@ -67,6 +67,7 @@ class EmotionRecognizer:
         self.label_set = model.label_set
         self.max_enroll = max_enroll or model.cfg.max_examples
         self.speakers: dict[str, _Speaker] = {}
+        self._zero_prefix = None
 
     @classmethod
     def load(cls, bundle: str | Path, **kw) -> "EmotionRecognizer":
@@ -160,10 +161,15 @@ class EmotionRecognizer:
             label = label or "<invalid>"
         else:
             cache = None  # without a cache the prefix is computed inside predict_proba, for this query only
-            if use_cache and spk is not None and not self.model.is_encoder_decoder:
-                if spk.prefix is None:
-                    spk.prefix = self.model.prefix_cache(context)
-                cache = spk.prefix
+            if use_cache and enroll_pairs is None and not self.model.is_encoder_decoder:
+                if spk is None:  # 0-shot: the instruction prefix is the same for everyone
+                    if self._zero_prefix is None:
+                        self._zero_prefix = self.model.prefix_cache([])
+                    cache = self._zero_prefix
+                else:
+                    if spk.prefix is None:
+                        spk.prefix = self.model.prefix_cache(context)
+                    cache = spk.prefix
             p = self.model.predict_proba(context, target, cache=cache)
             probs = {lab: float(x) for lab, x in zip(self.label_set.labels, p)}
             label = max(probs, key=probs.get)

@@ -1,0 +1,80 @@
+"""The personalised recognizer: caches give the same answers as recomputation; bad input changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from emoslm.errors import AudioError, EpisodeError, LabelError
+from emoslm.inference import EmotionRecognizer, save_bundle
+from emoslm.models.encoders import fbank_encoder
+from emoslm.models.icl import SpeechICLConfig, SpeechICLModel
+
+QF = {"n_queries": 3, "d_model": 32, "n_layers": 1, "n_heads": 4, "d_ff": 64, "dropout": 0.0}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("bundle")
+    enc = fbank_encoder("tiny", d_model=32, n_layers=1, n_heads=4, d_ff=64)
+    enc.save_pretrained(root / "enc")
+    model = SpeechICLModel(SpeechICLConfig(d_encoder=32, qformer=QF, llm={"name": "tiny-llama", "mode": "full"}))
+    return save_bundle(root / "bundle", root / "enc", model)
+
+
+def _tone(f0: float, seconds: float = 0.8, sr: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * f0 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+def test_cached_and_uncached_predictions_agree(bundle):
+    rec = EmotionRecognizer.load(bundle)
+    pairs = [(_tone(120 + 20 * i), lab) for i, lab in enumerate(["anger", "joy", "neutral", "sadness"])]
+    assert rec.enroll("alice", pairs) == 4
+    q = _tone(150)
+    cached = rec.predict(q, speaker="alice")
+    again = rec.predict(q, speaker="alice")  # served from the speaker's prefix cache
+    uncached = rec.predict(q, enroll_pairs=pairs)
+    no_cache = rec.predict(q, speaker="alice", use_cache=False)
+    assert cached.n_enroll == 4 and uncached.n_enroll == 4
+    for p in (again, uncached, no_cache):
+        assert p.probs.keys() == cached.probs.keys()
+        assert np.allclose(list(p.probs.values()), list(cached.probs.values()), atol=1e-5)
+    assert abs(sum(cached.probs.values()) - 1) < 1e-5 and cached.label in cached.probs
+    zero = rec.predict(q)
+    assert zero.n_enroll == 0 and np.allclose(list(zero.probs.values()),
+                                              list(rec.predict(q, use_cache=False).probs.values()), atol=1e-5)
+    # a new enrollment invalidates the prefix cache
+    rec.enroll("alice", [(_tone(300), "fear")])
+    after = rec.predict(q, speaker="alice")
+    assert after.n_enroll == 5
+    assert np.allclose(list(after.probs.values()),
+                       list(rec.predict(q, enroll_pairs=pairs + [(_tone(300), "fear")]).probs.values()), atol=1e-5)
+
+
+def test_bad_enrollment_changes_nothing(bundle, tmp_path):
+    rec = EmotionRecognizer.load(bundle)
+    rec.enroll("bob", [(_tone(100), "neutral")])
+    with pytest.raises(LabelError, match="bored-ish"):
+        rec.enroll("bob", [(_tone(110), "anger"), (_tone(120), "bored-ish")])
+    broken = tmp_path / "broken.wav"
+    sf.write(broken, _tone(100), 16000)
+    broken.write_bytes(broken.read_bytes()[:30])
+    with pytest.raises(AudioError, match="broken.wav"):
+        rec.enroll("bob", [(_tone(110), "anger"), (str(broken), "joy")])
+    assert rec.n_enrolled("bob") == 1
+    with pytest.raises(EpisodeError, match="at most"):
+        rec.enroll("bob", [(_tone(100 + i), "joy") for i in range(rec.max_enroll)])
+    assert rec.n_enrolled("bob") == 1
+    rec.remove("bob", rec.speakers["bob"].ids[0])
+    assert rec.n_enrolled("bob") == 0
+
+
+def test_missing_bundle_is_a_clear_error(tmp_path):
+    from emoslm.errors import EmoslmError
+
+    with pytest.raises(EmoslmError, match="not an emoslm bundle.*encoder is missing"):
+        EmotionRecognizer.load(tmp_path)
