@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from emoslm.config import to_dict
 from emoslm.data.augment import apply_style, sample_styles
 from emoslm.recipes.data import SERData, pad_batch
-from emoslm.training.trainer import TrainArgs, Trainer, init_distributed
+from emoslm.training.trainer import TrainArgs, Trainer, init_distributed, rank_zero_first
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ class ClassifierRecipe:
         torch.set_num_threads(cfg.threads)
         self.rank, self.world = init_distributed()
         torch.manual_seed(cfg.train.seed)
-        self.data = SERData(cfg.corpus, label_set=cfg.label_set, splits=["train", "dev"], progress=self.rank == 0)
+        self.data = rank_zero_first(lambda: SERData(cfg.corpus, label_set=cfg.label_set, splits=["train", "dev"],
+                                                    progress=self.rank == 0))
         n = len(self.data.label_set)
         mode = {"scratch": "none", "pretrained": "none", "personalized_n": "neutral", "personalized_a": "all"}[cfg.variant]
         if cfg.variant == "scratch":

@@ -29,7 +29,7 @@ from emoslm.data.augment import sample_styles
 from emoslm.data.episodes import EpisodeSampler, sample_enrollment
 from emoslm.models.icl import Example, SpeechICLConfig, SpeechICLModel
 from emoslm.recipes.data import EncodedStore, SERData
-from emoslm.training.trainer import TrainArgs, Trainer, init_distributed
+from emoslm.training.trainer import TrainArgs, Trainer, init_distributed, rank_zero_first
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,13 @@ class SpeechLMRecipe:
         torch.set_num_threads(cfg.threads)
         self.rank, self.world = init_distributed()
         torch.manual_seed(cfg.train.seed)
-        self.data = SERData(cfg.corpus, label_set=cfg.label_set, splits=["train", "dev"], progress=self.rank == 0)
-        self.store = encode_corpus(self.data, cfg.encoder, cfg.augment_styles, cfg.style_seed,
-                                   cfg.cache_dir or Path(cfg.corpus) / "encoded", progress=self.rank == 0)
+        def load():
+            data = SERData(cfg.corpus, label_set=cfg.label_set, splits=["train", "dev"], progress=self.rank == 0)
+            store = encode_corpus(data, cfg.encoder, cfg.augment_styles, cfg.style_seed,
+                                  cfg.cache_dir or Path(cfg.corpus) / "encoded", progress=self.rank == 0)
+            return data, store
+
+        self.data, self.store = rank_zero_first(load)
         d_enc = next(iter(self.store.hidden[0].values())).shape[1]
         if cfg.init_from:
             self.model = SpeechICLModel.from_pretrained(cfg.init_from)

@@ -79,6 +79,18 @@ def init_distributed() -> tuple[int, int]:
     return dist_info()
 
 
+def rank_zero_first(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on rank 0 first, then on the other ranks: caches (features, encoder outputs) are written
+    once and read by the others, never written by two processes at the same time."""
+    rank, world = dist_info()
+    if world > 1 and rank != 0:
+        dist.barrier()
+    out = fn()
+    if world > 1 and rank == 0:
+        dist.barrier()
+    return out
+
+
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Trainable parameters and buffers: what changes during training (frozen weights are rebuilt)."""
     params = dict(model.named_parameters())

@@ -1,0 +1,91 @@
+"""Every recipe runs end to end on tiny data, alone and under torchrun with 2 CPU processes (gloo);
+every packaged config instantiates."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from emoslm.config import load_config, packaged_configs
+from emoslm.recipes import classifier, speech_lm
+from emoslm.synth.corpus import PRESETS, synthesize_corpus
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["train.eval_every=3", "train.save_every=3", "train.warmup_steps=1", "train.progress=false",
+        "batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("recipes") / "synth"
+    synthesize_corpus(out, replace(PRESETS["tiny"], n_speakers=8, dev_speakers=2, test_speakers=1),
+                      workers=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def encoder(corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("scratch")
+    cfg = load_config(classifier.ClassifierConfig, "classifier_scratch",
+                      [f"corpus={corpus}", f"out_dir={out}", "train.max_steps=4", *FAST])
+    summary = classifier.run(cfg)
+    assert summary["steps"] == 4 and summary["history"]
+    return out / "encoder"
+
+
+def test_every_packaged_config_instantiates():
+    names = packaged_configs()
+    assert {"classifier_scratch", "speech_lm_stage1", "speech_lm_stage2", "speech_lm_smollm2"} <= set(names)
+    for name in names:
+        module = classifier if name.startswith("classifier") else speech_lm
+        cls = module.ClassifierConfig if name.startswith("classifier") else module.SpeechLMConfig
+        cfg = load_config(cls, name)
+        assert cfg.train.max_steps > 0
+
+
+def test_classifier_variants(corpus, encoder, tmp_path):
+    assert (encoder / "config.json").is_file() and (encoder / "model.safetensors").is_file()
+    for variant in ("pretrained", "personalized_n", "personalized_a"):
+        cfg = load_config(classifier.ClassifierConfig, f"classifier_{variant}",
+                          [f"corpus={corpus}", f"out_dir={tmp_path / variant}", f"encoder={encoder}",
+                           "train.max_steps=3", *FAST])
+        classifier.run(cfg)
+        best = tmp_path / variant / "checkpoints" / "best" / "model"
+        assert json.loads((best / "config.json").read_text())["enroll_mode"] == {
+            "pretrained": "none", "personalized_n": "neutral", "personalized_a": "all"}[variant]
+
+
+def test_speech_lm_stages(corpus, encoder, tmp_path):
+    s1 = load_config(speech_lm.SpeechLMConfig, "speech_lm_stage1",
+                     [f"corpus={corpus}", f"out_dir={tmp_path / 's1'}", f"encoder={encoder}", "augment_styles=2",
+                      "train.max_steps=3", *FAST])
+    speech_lm.run(s1)
+    init = tmp_path / "s1" / "checkpoints" / "best" / "model"
+    for name in ("speech_lm_stage2", "speech_lm_to_ld7", "speech_lm_neutral"):
+        cfg = load_config(speech_lm.SpeechLMConfig, name,
+                          [f"corpus={corpus}", f"out_dir={tmp_path / name}", f"encoder={encoder}",
+                           f"init_from={init}", "augment_styles=2", "train.max_steps=3", *FAST])
+        summary = speech_lm.run(cfg)
+        assert summary["steps"] == 3
+        assert (tmp_path / name / "checkpoints" / "last" / "model" / "model.safetensors").is_file()
+
+
+def test_speech_lm_under_torchrun_two_cpu_processes(corpus, encoder, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2",
+           "-m", "emoslm.cli", "train", "speech_lm", "--config", "speech_lm_stage2",
+           "--set", f"corpus={corpus}", "--set", f"out_dir={out}", "--set", f"encoder={encoder}",
+           "--set", "init_from=null", "--set", "augment_styles=2", "--set", "train.max_steps=4",
+           *[x for f in FAST for x in ("--set", f)]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["world"] == 2 and summary["steps"] == 4
+    assert (out / "checkpoints" / "last" / "rng_rank1.pt").is_file()
