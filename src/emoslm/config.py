@@ -30,6 +30,10 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         hint = hints[name]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             value = _build(hint, value, f"{where}.{name}")
+        elif isinstance(value, dict) and fields[name].default_factory is not dataclasses.MISSING:
+            default = fields[name].default_factory()
+            if isinstance(default, dict):  # a partial mapping updates the default one (llm.dropout=0)
+                value = {**default, **value}
         kwargs[name] = value
     return cls(**kwargs)
 

@@ -249,7 +249,7 @@ def compute_fbank_cache(
     recomputed. Cuts at other rates than 16 kHz are resampled (``cut.resample(16000)``). A cut whose audio
     cannot be read raises AudioError naming the file (lhotse itself would silently drop it).
     """
-    storage_dir = Path(storage_dir)
+    storage_dir = Path(storage_dir).resolve()  # the manifest records storage paths: keep them cwd-independent
     cuts = cuts.to_eager()
     cut_ids = [c.id for c in cuts]
     if len(set(cut_ids)) != len(cut_ids):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
@@ -29,6 +30,11 @@ class AudioLimits:
 
 DEFAULT_LIMITS = AudioLimits()
 
+#: Header values beyond these are taken as corruption, not as audio (checked before anything is decoded).
+MAX_SAMPLE_RATE = 768_000
+MAX_CHANNELS = 64
+_READ_BLOCK = 1 << 18  # frames per read: memory follows the data actually there, not what a header claims
+
 
 def _name(src: AudioInput) -> str:
     if isinstance(src, (str, Path)):
@@ -36,18 +42,53 @@ def _name(src: AudioInput) -> str:
     return getattr(src, "name", "<audio bytes>")
 
 
+def _check_file(path: Path, name: object) -> None:
+    try:
+        if not path.is_file():
+            raise AudioError(name, "no such file")
+        size = path.stat().st_size
+    except (OSError, ValueError) as e:  # e.g. a name too long for the file system
+        raise AudioError(name, f"cannot access file ({e})") from None
+    if size == 0:
+        raise AudioError(name, "empty file (0 bytes)")
+
+
+#: libsndfile's log line for a data chunk shorter than its header says ("data : 32000 (should be 15978)").
+_SHORT_CHUNK = re.compile(r"^(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+#: Data sizes streaming writers put in a header they cannot rewind to fill in: "unknown", not a promise.
+_UNKNOWN_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF, 0xFFFFFFFF - 1}
+
+
+def _check_truncation(name: object, log: str) -> None:
+    """libsndfile reads a truncated WAV/AIFF silently (it clamps to the bytes there); its log tells."""
+    for declared, actual in _SHORT_CHUNK.findall(log or ""):
+        declared, actual = int(declared), int(actual)
+        if declared not in _UNKNOWN_SIZES and declared > actual + 1:
+            raise AudioError(
+                name, f"truncated: the header promises {declared} bytes of audio, the file holds {actual}"
+            )
+
+
+def _check_header(name: object, sr: int, channels: int) -> None:
+    if sr <= 0:
+        raise AudioError(name, f"invalid sampling rate {sr}")
+    if sr > MAX_SAMPLE_RATE:
+        raise AudioError(name, f"implausible sampling rate {sr} Hz (corrupt header?)")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(name, f"implausible channel count {channels} (corrupt header?)")
+
+
 def probe(src: str | Path) -> tuple[int, int]:
     """(sampling rate, number of frames) of an audio file, without decoding it; AudioError if unreadable."""
     path = Path(src)
-    if not path.is_file():
-        raise AudioError(path, "no such file")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
+    _check_file(path, path)
     try:
         info = sf.info(str(path))
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
         raise AudioError(path, f"not a readable audio file ({e})") from None
-    if info.samplerate <= 0 or info.frames <= 0:
+    _check_header(path, info.samplerate, info.channels)
+    _check_truncation(path, getattr(info, "extra_info", ""))
+    if info.frames <= 0:
         raise AudioError(path, "no audio frames")
     return int(info.samplerate), int(info.frames)
 
@@ -97,12 +138,11 @@ def load_audio(
     Raises AudioError naming the source for empty, corrupt, truncated, non-finite, too short or too long audio.
     """
     name = _name(src)
+    if offset < 0 or (duration is not None and not duration > 0):
+        raise AudioError(name, f"invalid segment: offset {offset} s, duration {duration} s")
     if isinstance(src, (str, Path)):
         path = Path(src)
-        if not path.is_file():
-            raise AudioError(name, "no such file")
-        if path.stat().st_size == 0:
-            raise AudioError(name, "empty file (0 bytes)")
+        _check_file(path, name)
         handle: object = str(path)
     elif isinstance(src, (bytes, bytearray)):
         if len(src) == 0:
@@ -113,19 +153,36 @@ def load_audio(
     try:
         with sf.SoundFile(handle) as f:
             sr = f.samplerate
-            if sr <= 0:
-                raise AudioError(name, f"invalid sampling rate {sr}")
+            _check_header(name, sr, f.channels)
+            _check_truncation(name, f.extra_info)
             expected = f.frames
+            if expected <= 0:
+                raise AudioError(name, "no audio frames")
             start = int(round(offset * sr))
+            if start >= expected:
+                raise AudioError(name, f"offset {offset} s is beyond the end ({expected / sr:.3f} s)")
+            want = expected - start if duration is None else min(int(round(duration * sr)), expected - start)
+            if want / sr > limits.max_duration:  # refuse before decoding (or allocating for) a huge claim
+                raise AudioError(name, f"too long: {want / sr:.1f} s (maximum {limits.max_duration} s)")
             if start:
                 f.seek(start)
-            n = -1 if duration is None else int(round(duration * sr))
-            data = f.read(frames=n, dtype="float32", always_2d=True)
+            blocks, got = [], 0
+            while got < want:
+                try:
+                    block = f.read(frames=min(want - got, _READ_BLOCK), dtype="float32", always_2d=True)
+                except Exception as e:  # libsndfile: "flac decoder lost sync", "psf_fseek() failed", ...
+                    raise AudioError(
+                        name, f"truncated or corrupt: {got} of the {want} frames the header promises read ({e})"
+                    ) from None
+                if block.shape[0] == 0:
+                    break
+                blocks.append(block)
+                got += block.shape[0]
+            data = np.concatenate(blocks) if blocks else np.zeros((0, f.channels), dtype=np.float32)
     except AudioError:
         raise
     except Exception as e:
         raise AudioError(name, f"not a readable audio file ({e})") from None
-    want = (expected - start) if duration is None else min(int(round(duration * sr)), expected - start)
     if data.shape[0] < want:
         raise AudioError(name, f"truncated: header promises {want} frames, only {data.shape[0]} could be read")
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]

@@ -208,7 +208,7 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     rows: list[tuple[int, dict[str, Any]]] = []
     try:
         if path.suffix == ".jsonl":
-            with path.open(encoding="utf-8") as f:
+            with path.open(encoding="utf-8-sig") as f:  # -sig: a leading BOM (Excel, Notepad) is not data
                 for i, line in enumerate(f, start=1):
                     if not line.strip():
                         continue
@@ -216,11 +216,13 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
                         obj = json.loads(line)
                     except json.JSONDecodeError as e:
                         raise ManifestError(path, f"invalid JSON: {e.msg}", row=i) from None
+                    except (ValueError, RecursionError) as e:  # e.g. an integer of > 4300 digits, deep nesting
+                        raise ManifestError(path, f"invalid JSON: {type(e).__name__}: {e}", row=i) from None
                     if not isinstance(obj, dict):
                         raise ManifestError(path, "each line must be a JSON object", row=i)
                     rows.append((i, obj))
         elif path.suffix in (".csv", ".tsv"):
-            with path.open(encoding="utf-8", newline="") as f:
+            with path.open(encoding="utf-8-sig", newline="") as f:
                 reader = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
                 if not reader.fieldnames:
                     raise ManifestError(path, "empty file: no header row")
@@ -246,7 +248,7 @@ def _num(value: Any, name: str, path: Path, row: int, *, required: bool) -> floa
         return None
     try:
         x = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer beyond float range
         raise ManifestError(path, f"{name} must be a number, got {value!r}", row=row) from None
     if not math.isfinite(x) or x < 0:
         raise ManifestError(path, f"{name} must be finite and >= 0, got {value!r}", row=row)
@@ -304,6 +306,9 @@ def import_table(
                 sr, ns = probe(audio_path)
             except AudioError as e:
                 raise ManifestError(path, f"audio {e.path}: {e.reason}", row=i) from None
+        if sr <= 0 or not float(sr).is_integer() or not float(ns).is_integer():
+            raise ManifestError(path, f"sampling_rate/num_samples must be whole numbers, sampling_rate > 0; "
+                                f"got {sr!r}/{ns!r}", row=i)
         sr, ns = int(sr), int(ns)
         rec_dur = ns / sr
         start = _num(r.get("start"), "start", path, i, required=False) or 0.0
@@ -326,10 +331,11 @@ def import_table(
                 uid, rec_id, dur, start=start, speaker=str(r["speaker"]), emotion=emotion, emotion_orig=orig,
                 corpus=str(r.get("corpus") or corpus or path.stem), gender=r.get("gender") or None,
                 text=r.get("text"), language=r.get("language"), session=r.get("session"),
-                **{a: r.get(a) for a in ATTRIBUTES}, **extra,
+                **{a: r.get(a) for a in ATTRIBUTES},
             )
         except ValueError as e:
             raise ManifestError(path, str(e), row=i) from None
+        sup.custom.update(extra)  # not as keyword arguments: a column may be named like one ("recording_id")
         sups.setdefault(split, []).append(sup)
     return {
         split: {"recordings": RecordingSet.from_recordings(recs[split].values()),

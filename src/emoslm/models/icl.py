@@ -74,6 +74,11 @@ class SpeechICLModel(nn.Module):
         self.backbone = backbone if backbone is not None else load_backbone(cfg.llm_spec())
         hidden = self.backbone.hidden_size
         self.proj = nn.Linear(self.qformer.config.d_model, hidden)
+        # Speech vectors must live at the scale of the LLM's token embeddings: unnormalised projections came out
+        # ~50x larger than the label embeddings and drowned them, so the in-context labels were ignored.
+        self.speech_norm = nn.LayerNorm(hidden)
+        emb = self.backbone.base_model.get_input_embeddings().weight
+        self.speech_scale = nn.Parameter(emb.detach().float().pow(2).mean().sqrt().reshape(1).clone())
         self.segment = nn.Embedding(2, hidden)
         self.seqpos = nn.Embedding(cfg.max_examples + 2, hidden)  # + instruction + target slot
         for emb in (self.segment, self.seqpos):
@@ -106,7 +111,7 @@ class SpeechICLModel(nn.Module):
 
     def speech_tokens(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Frozen-encoder outputs [B, T, d_enc] (+ valid mask) -> LLM-space query vectors [B, n_q, H]."""
-        return self.proj(self.qformer(hidden, mask))
+        return self.speech_norm(self.proj(self.qformer(hidden, mask))) * self.speech_scale
 
     def _text(self, ids: Sequence[int], pos: int) -> torch.Tensor:
         t = torch.tensor(list(ids), dtype=torch.long, device=self.device)
@@ -397,6 +402,19 @@ class SpeechICLModel(nn.Module):
         (path / "config.json").write_text(json.dumps({"_class": type(self).__name__, **asdict(self.cfg)}, indent=2))
         save_file(self._saved_state(), str(path / "model.safetensors"))
         return path
+
+    def load_weights(self, path: str | Path) -> "SpeechICLModel":
+        """Load a checkpoint's weights into this model (built from its own config: e.g. other dropout)."""
+        from safetensors.torch import load_file
+
+        f = Path(path) / "model.safetensors"
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} is missing: not a SpeechICLModel checkpoint")
+        missing, unexpected = self.load_state_dict(load_file(str(f)), strict=False)
+        bad = [m for m in missing if not m.startswith("backbone.")]
+        if unexpected or bad:
+            raise ValueError(f"{path}: weights do not fit this model (missing {bad[:5]}, unexpected {unexpected[:5]})")
+        return self
 
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str = "cpu") -> "SpeechICLModel":

@@ -94,11 +94,10 @@ class SpeechLMRecipe:
 
         self.data, self.store = rank_zero_first(load)
         d_enc = next(iter(self.store.hidden[0].values())).shape[1]
-        if cfg.init_from:
-            self.model = SpeechICLModel.from_pretrained(cfg.init_from)
-        else:
-            self.model = SpeechICLModel(SpeechICLConfig(d_encoder=d_enc, qformer=dict(cfg.qformer), llm=dict(cfg.llm),
-                                                        label_set=cfg.label_set))
+        self.model = SpeechICLModel(SpeechICLConfig(d_encoder=d_enc, qformer=dict(cfg.qformer), llm=dict(cfg.llm),
+                                                    label_set=cfg.label_set))
+        if cfg.init_from:  # architecture and dropout from this config, weights from the checkpoint
+            self.model.load_weights(cfg.init_from)
         self.spk = self.data.by_speaker["train"]
         self.speakers = sorted(self.spk)
         self.neutral = self.data.label_set.index("neutral")
