@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_line, write_result  # noqa: E402
+from _common import write_result  # noqa: E402
 
 from emoslm.data.manifests import emotion_of, load_prepared  # noqa: E402
 from emoslm.egemaps import egemaps_for  # noqa: E402

@@ -10,9 +10,12 @@ from emoslm.models.icl import Example, SpeechICLConfig, SpeechICLModel
 QF = {"n_queries": 3, "d_model": 32, "n_layers": 1, "n_heads": 4, "d_ff": 64, "dropout": 0.0}
 
 
-def _model(name="tiny-llama", seed=0) -> SpeechICLModel:
+def _model(name="tiny-llama", seed=0, relative=False) -> SpeechICLModel:
     torch.manual_seed(seed)
-    m = SpeechICLModel(SpeechICLConfig(d_encoder=16, qformer=QF, llm={"name": name, "mode": "full", "dropout": 0.0}))
+    m = SpeechICLModel(SpeechICLConfig(d_encoder=16, qformer=QF, llm={"name": name, "mode": "full", "dropout": 0.0},
+                                       relative_context=relative))
+    if relative:  # give the zero-initialised relative projection some weight so that it matters in the tests
+        torch.nn.init.normal_(m.rel_proj.weight, std=0.5)
     return m.eval()
 
 
@@ -34,8 +37,9 @@ def test_instruction_and_labels_tokenize_cleanly():
     assert m.label_set.word("anger") == "Anger"
 
 
-def test_vectorised_layout_equals_per_example_layout():
-    m = _model()
+@pytest.mark.parametrize("relative", [False, True])
+def test_vectorised_layout_equals_per_example_layout(relative):
+    m = _model(relative=relative)
     tok, labels, eps = _episodes(m)
     fast, p, w = m.uniform_embeds(tok, labels)
     for i, ep in enumerate(eps):
@@ -47,16 +51,18 @@ def test_vectorised_layout_equals_per_example_layout():
 
 
 @pytest.mark.parametrize("all_positions", [True, False])
-def test_vectorised_loss_equals_generic_loss(all_positions):
-    m = _model()
+@pytest.mark.parametrize("relative", [False, True])
+def test_vectorised_loss_equals_generic_loss(all_positions, relative):
+    m = _model(relative=relative)
     tok, labels, eps = _episodes(m)
     fast, _ = m.uniform_loss(tok, labels, label_smoothing=0.1, all_positions=all_positions)
     slow, _ = m.loss(eps, label_smoothing=0.1, all_positions=all_positions)
     assert torch.allclose(fast, slow, atol=1e-5)
 
 
-def test_scores_batched_cached_and_uncached_agree():
-    m = _model()
+@pytest.mark.parametrize("relative", [False, True])
+def test_scores_batched_cached_and_uncached_agree(relative):
+    m = _model(relative=relative)
     tok, labels, eps = _episodes(m, b=4, n=4)
     contexts = [ep[:-1] for ep in eps]
     targets = [ep[-1].speech for ep in eps]

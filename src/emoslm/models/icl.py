@@ -49,6 +49,9 @@ class SpeechICLConfig:
     instruction: str = INSTRUCTION
     max_examples: int = 16
     emb_init_std: float = 0.02
+    #: add to each speech block a learned projection of its difference from the mean of the speech blocks
+    #: before it (the speaker's enrollment utterances): an explicit speaker-relative input (off = the paper's)
+    relative_context: bool = False
 
     def qformer_config(self) -> QFormerConfig:
         return QFormerConfig(**{**self.qformer, "d_encoder": self.d_encoder})
@@ -76,6 +79,11 @@ class SpeechICLModel(nn.Module):
         self.proj = nn.Linear(self.qformer.config.d_model, hidden)
         # Speech vectors must live at the scale of the LLM's token embeddings: unnormalised projections came out
         # ~50x larger than the label embeddings and drowned them, so the in-context labels were ignored.
+        self.rel_proj = None
+        if cfg.relative_context:
+            self.rel_proj = nn.Linear(hidden, hidden)
+            nn.init.zeros_(self.rel_proj.weight)
+            nn.init.zeros_(self.rel_proj.bias)
         self.speech_norm = nn.LayerNorm(hidden)
         emb = self.backbone.base_model.get_input_embeddings().weight
         self.speech_scale = nn.Parameter(emb.detach().float().pow(2).mean().sqrt().reshape(1).clone())
@@ -117,7 +125,11 @@ class SpeechICLModel(nn.Module):
         t = torch.tensor(list(ids), dtype=torch.long, device=self.device)
         return self.backbone.embed(t) + self.segment.weight[TEXT] + self.seqpos.weight[pos]
 
-    def _speech(self, u: torch.Tensor, pos: int) -> torch.Tensor:
+    def _speech(self, u: torch.Tensor, pos: int, before: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        """Embeddings of a speech block at example index ``pos``; ``before``: the speech of the examples
+        preceding it (used by ``relative_context``)."""
+        if self.rel_proj is not None and len(before):
+            u = u + self.rel_proj(u - torch.stack(list(before)).mean(0))
         return u + self.segment.weight[SPEECH] + self.seqpos.weight[pos]
 
     def _prefix(self) -> list[torch.Tensor]:
@@ -142,7 +154,7 @@ class SpeechICLModel(nn.Module):
         positions, targets = [], []
         first = 0 if train_from is None else train_from
         for i, ex in enumerate(examples):
-            parts.append(self._speech(ex.speech, i))
+            parts.append(self._speech(ex.speech, i, [e.speech for e in examples[:i]]))
             n += ex.speech.shape[0]
             ids = self._label_ids[ex.label]
             if i >= first:
@@ -163,7 +175,15 @@ class SpeechICLModel(nn.Module):
         seg, pos = self.segment.weight, self.seqpos.weight[:n]
         lab_ids = self._label_table[labels]  # [B, n, L]
         lab = self.backbone.embed(lab_ids) + seg[TEXT] + pos[None, :, None, :]
-        sp = speech + seg[SPEECH] + pos[None, :, None, :]
+        sp = speech
+        if self.rel_proj is not None and n > 1:
+            # mean of the speech blocks before each example (zero for the first, which has none)
+            count = torch.arange(n, device=speech.device, dtype=speech.dtype).clamp(min=1)[None, :, None, None]
+            prev = (speech.cumsum(1) - speech) / count
+            rel = self.rel_proj(speech - prev)
+            rel = torch.cat([torch.zeros_like(rel[:, :1]), rel[:, 1:]], dim=1)
+            sp = speech + rel
+        sp = sp + seg[SPEECH] + pos[None, :, None, :]
         blocks = torch.cat([sp, lab], dim=2).reshape(b, n * (q + lab.shape[2]), -1)
         prefix = torch.cat(self._prefix())
         return torch.cat([prefix.expand(b, -1, -1), blocks], dim=1), prefix.shape[0], q + lab.shape[2]
@@ -226,9 +246,9 @@ class SpeechICLModel(nn.Module):
     def _encoder_inputs(self, context: Sequence[Example], target: torch.Tensor) -> torch.Tensor:
         parts = self._prefix()
         for i, ex in enumerate(context):
-            parts.append(self._speech(ex.speech, i))
+            parts.append(self._speech(ex.speech, i, [e.speech for e in context[:i]]))
             parts.append(self._text(self._label_ids[ex.label], i))
-        parts.append(self._speech(target, len(context)))
+        parts.append(self._speech(target, len(context), [e.speech for e in context]))
         return torch.cat(parts)
 
     def _loss_encoder_decoder(self, episodes, label_smoothing):
@@ -255,7 +275,8 @@ class SpeechICLModel(nn.Module):
         self._check_k(len(context))
         parts = self._prefix()
         for i, ex in enumerate(context):
-            parts += [self._speech(ex.speech, i), self._text(self._label_ids[ex.label], i)]
+            parts += [self._speech(ex.speech, i, [e.speech for e in context[:i]]),
+                      self._text(self._label_ids[ex.label], i)]
         embeds = torch.cat(parts)[None]
         out = self.backbone.model(inputs_embeds=embeds, use_cache=True)
         return PrefixCache(out.past_key_values, embeds.shape[1], len(context))
@@ -279,7 +300,7 @@ class SpeechICLModel(nn.Module):
             tok = lp.gather(-1, labels.clamp(min=0)[..., None])[..., 0] * valid
             return tok.sum(-1)
         k = len(context)
-        tail = [self._speech(target, k)]
+        tail = [self._speech(target, k, [e.speech for e in context])]
         width = max(map(len, self._label_ids))
         seqs = []
         for ids in self._label_ids:
@@ -328,8 +349,9 @@ class SpeechICLModel(nn.Module):
             self._check_k(len(ctx))
             parts = self._prefix()
             for i, ex in enumerate(ctx):
-                parts += [self._speech(ex.speech, i), self._text(self._label_ids[ex.label], i)]
-            parts.append(self._speech(tgt, len(ctx)))
+                parts += [self._speech(ex.speech, i, [e.speech for e in ctx[:i]]),
+                          self._text(self._label_ids[ex.label], i)]
+            parts.append(self._speech(tgt, len(ctx), [e.speech for e in ctx]))
             base = torch.cat(parts)
             if single:
                 seqs.append(base)
@@ -369,8 +391,9 @@ class SpeechICLModel(nn.Module):
         else:
             parts = self._prefix()
             for i, ex in enumerate(context):
-                parts += [self._speech(ex.speech, i), self._text(self._label_ids[ex.label], i)]
-            parts.append(self._speech(target, len(context)))
+                parts += [self._speech(ex.speech, i, [e.speech for e in context[:i]]),
+                          self._text(self._label_ids[ex.label], i)]
+            parts.append(self._speech(target, len(context), [e.speech for e in context]))
             embeds = torch.cat(parts)[None]
             out = self.backbone.model.generate(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2]),
                                                num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False,
@@ -411,7 +434,8 @@ class SpeechICLModel(nn.Module):
         if not f.is_file():
             raise FileNotFoundError(f"{f} is missing: not a SpeechICLModel checkpoint")
         missing, unexpected = self.load_state_dict(load_file(str(f)), strict=False)
-        bad = [m for m in missing if not m.startswith("backbone.")]
+        # a relative-context projection absent from the checkpoint keeps its zero init (= no effect)
+        bad = [m for m in missing if not m.startswith(("backbone.", "rel_proj."))]
         if unexpected or bad:
             raise ValueError(f"{path}: weights do not fit this model (missing {bad[:5]}, unexpected {unexpected[:5]})")
         return self

@@ -23,10 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from emoslm.config import to_dict
 from emoslm.data.augment import apply_style, sample_styles
 from emoslm.recipes.data import SERData, pad_batch
-from emoslm.training.trainer import TrainArgs, Trainer, init_distributed, rank_zero_first
+from emoslm.training.trainer import TrainArgs, Trainer, rank_zero_first, start_run, write_run_config
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +61,7 @@ class ClassifierRecipe:
         from emoslm.models.encoders import FbankTransformerEncoder, SERClassifier, SERClassifierConfig, encoder_config
 
         cfg = self.cfg
-        torch.set_num_threads(cfg.threads)
-        self.rank, self.world = init_distributed()
-        torch.manual_seed(cfg.train.seed)
+        self.rank, self.world = start_run(cfg.threads, cfg.train.seed)
         self.data = rank_zero_first(lambda: SERData(cfg.corpus, label_set=cfg.label_set, splits=["train", "dev"],
                                                     progress=self.rank == 0))
         n = len(self.data.label_set)
@@ -144,6 +141,7 @@ class ClassifierRecipe:
         return {"score": st.mean, "ua_spk": st.mean}
 
     def train(self) -> dict:
+        write_run_config(self.cfg, self.cfg.out_dir)
         trainer = Trainer(self.model, self.batch_fn, self.loss_fn, self.cfg.out_dir, self.cfg.train, self.eval_fn)
         summary = trainer.fit()
         if self.rank == 0:
@@ -152,9 +150,6 @@ class ClassifierRecipe:
                 from emoslm.models.encoders import SERClassifier
 
                 SERClassifier.from_pretrained(best).encoder.save_pretrained(Path(self.cfg.out_dir) / "encoder")
-            import yaml
-
-            (Path(self.cfg.out_dir) / "config.yaml").write_text(yaml.safe_dump(to_dict(self.cfg)))
         return summary
 
 

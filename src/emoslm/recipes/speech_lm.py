@@ -19,7 +19,7 @@ context reveals.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from emoslm.data.augment import sample_styles
 from emoslm.data.episodes import EpisodeSampler, sample_enrollment
 from emoslm.models.icl import Example, SpeechICLConfig, SpeechICLModel
 from emoslm.recipes.data import EncodedStore, SERData
-from emoslm.training.trainer import TrainArgs, Trainer, init_distributed, rank_zero_first
+from emoslm.training.trainer import TrainArgs, Trainer, rank_zero_first, start_run, write_run_config
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class SpeechLMConfig:
     qformer: dict = field(default_factory=lambda: {"n_queries": 4, "d_model": 128, "n_layers": 2, "n_heads": 4,
                                                    "d_ff": 256, "dropout": 0.1})
     llm: dict = field(default_factory=lambda: {"name": "tiny-llama", "mode": "full", "dropout": 0.1})
+    relative_context: bool = False  # see SpeechICLConfig.relative_context
     batch_size: int = 32
     label_smoothing: float = 0.1
     augment_styles: int = 16
@@ -83,9 +84,8 @@ class SpeechLMRecipe:
 
     def setup(self) -> None:
         cfg = self.cfg
-        torch.set_num_threads(cfg.threads)
-        self.rank, self.world = init_distributed()
-        torch.manual_seed(cfg.train.seed)
+        self.rank, self.world = start_run(cfg.threads, cfg.train.seed)
+
         def load():
             data = SERData(cfg.corpus, label_set=cfg.label_set, splits=["train", "dev"], progress=self.rank == 0)
             store = encode_corpus(data, cfg.encoder, cfg.augment_styles, cfg.style_seed,
@@ -95,7 +95,7 @@ class SpeechLMRecipe:
         self.data, self.store = rank_zero_first(load)
         d_enc = next(iter(self.store.hidden[0].values())).shape[1]
         self.model = SpeechICLModel(SpeechICLConfig(d_encoder=d_enc, qformer=dict(cfg.qformer), llm=dict(cfg.llm),
-                                                    label_set=cfg.label_set))
+                                                    label_set=cfg.label_set, relative_context=cfg.relative_context))
         if cfg.init_from:  # architecture and dropout from this config, weights from the checkpoint
             self.model.load_weights(cfg.init_from)
         self.spk = self.data.by_speaker["train"]
@@ -170,12 +170,9 @@ class SpeechLMRecipe:
         return res
 
     def train(self) -> dict:
+        write_run_config(self.cfg, self.cfg.out_dir)
         trainer = Trainer(self.model, self.batch_fn, self.loss_fn, self.cfg.out_dir, self.cfg.train, self.eval_fn)
         summary = trainer.fit()
-        if self.rank == 0:
-            import yaml
-
-            (Path(self.cfg.out_dir) / "config.yaml").write_text(yaml.safe_dump(asdict(self.cfg)))
         return summary
 
 

@@ -79,6 +79,25 @@ def init_distributed() -> tuple[int, int]:
     return dist_info()
 
 
+def start_run(threads: int, seed: int) -> tuple[int, int]:
+    """What every recipe does first: explicit torch threads, join the process group, seed. (rank, world)."""
+    torch.set_num_threads(threads)
+    rank, world = init_distributed()
+    torch.manual_seed(seed)
+    return rank, world
+
+
+def write_run_config(cfg: Any, out_dir: str | Path) -> None:
+    """The config that produced a run, beside its checkpoints (rank 0 only)."""
+    import dataclasses
+
+    import yaml
+
+    if dist_info()[0] == 0:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+
+
 def rank_zero_first(fn: Callable[[], Any]) -> Any:
     """Run ``fn`` on rank 0 first, then on the other ranks: caches (features, encoder outputs) are written
     once and read by the others, never written by two processes at the same time."""
