@@ -206,7 +206,7 @@ def test_resampled_to_16k_with_correct_length(tmp_path: Path, sr: int) -> None:
     assert probe(p) == (sr, x.size)
     y = load_audio(p)
     assert y.dtype == np.float32 and y.ndim == 1
-    assert y.size == int(np.ceil(x.size * TARGET_SR / sr)) == round(seconds * TARGET_SR)
+    assert abs(y.size - x.size * TARGET_SR / sr) < 1  # within one sample: resamplers round differently
     spectrum = np.abs(np.fft.rfft(y))
     assert abs(np.argmax(spectrum) * TARGET_SR / y.size - 440.0) < 2.0  # the pitch survives
     assert abs(np.sqrt(np.mean(y[1000:-1000] ** 2)) - 0.5 / np.sqrt(2)) < 0.01  # so does the level

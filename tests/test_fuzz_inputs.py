@@ -189,7 +189,7 @@ def _check_wave(wave: np.ndarray, case: AudioCase, info: tuple[int, int] | None)
     assert DEFAULT_LIMITS.min_duration - 1e-3 <= dur <= DEFAULT_LIMITS.max_duration + 1e-3, (case.kind, dur)
     if info is not None:  # the length the header promises, resampled to 16 kHz
         sr, frames = info
-        assert wave.size == math.ceil(frames * TARGET_SR / sr), (case.kind, wave.size, frames, sr)
+        assert abs(wave.size - frames * TARGET_SR / sr) < 1, (case.kind, wave.size, frames, sr)  # resamplers round differently
 
 
 def _outcome(fn: Any, name: str, case: AudioCase) -> tuple[Any, AudioError | None]:

@@ -94,9 +94,16 @@ def probe(src: str | Path) -> tuple[int, int]:
 
 
 def resample(wave: np.ndarray, sr: int, target_sr: int = TARGET_SR) -> np.ndarray:
-    """Polyphase resampling (scipy), exact for rational ratios such as 22050 -> 16000."""
+    """Resample with libsoxr (sox's resampler, high quality; ~3x faster than scipy's polyphase filter,
+    which is the fallback when the ``soxr`` package is missing)."""
     if sr == target_sr:
         return wave
+    try:
+        import soxr
+    except ImportError:
+        soxr = None
+    if soxr is not None and wave.ndim == 1:
+        return soxr.resample(np.ascontiguousarray(wave, dtype=np.float32), int(sr), int(target_sr), quality="HQ")
     from scipy.signal import resample_poly
 
     g = gcd(int(sr), int(target_sr))

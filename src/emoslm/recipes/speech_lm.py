@@ -51,11 +51,17 @@ class SpeechLMConfig:
                                                    "d_ff": 256, "dropout": 0.1})
     llm: dict = field(default_factory=lambda: {"name": "tiny-llama", "mode": "full", "dropout": 0.1})
     relative_context: bool = False  # see SpeechICLConfig.relative_context
+    #: per-episode pseudo-speaker augmentation of the speech tokens: one random per-dimension scale
+    #: (log-normal, this std) and offset (normal, this std, in units of the token scale) shared by all
+    #: utterances of an episode; 0 = off
+    token_aug_scale: float = 0.0
+    token_aug_offset: float = 0.0
     batch_size: int = 32
     label_smoothing: float = 0.1
     augment_styles: int = 16
     style_seed: int = 0
     dev_k: tuple[int, ...] = (0, 4)
+    dev_max_episodes: int | None = None  # a seeded subset of the dev episodes (large LLMs evaluate slowly)
     threads: int = 1
     cache_dir: str | None = None  # encoder outputs (default: <corpus>/encoded)
     train: TrainArgs = field(default_factory=lambda: TrainArgs(max_steps=1000, lr=1e-3, warmup_steps=50,
@@ -104,6 +110,11 @@ class SpeechLMRecipe:
         sampler = EpisodeSampler(self.data.items("dev"), label_set=self.data.label_set)
         self.dev_episodes = {k: sampler.episodes(k=k, target="TU", label="LU", seed=99, on_error="skip")
                              for k in cfg.dev_k}
+        if cfg.dev_max_episodes:
+            pick = np.random.default_rng(99)
+            self.dev_episodes = {k: [eps[i] for i in sorted(pick.choice(len(eps), min(len(eps), cfg.dev_max_episodes),
+                                                                       replace=False))]
+                                 for k, eps in self.dev_episodes.items()}
 
     # ------------------------------------------------------------------------------------ data
 
@@ -132,7 +143,7 @@ class SpeechLMRecipe:
             ctx = [neutral[j] for j in rng.choice(len(neutral), size=k, replace=False)] if k else []
         return [by_id[i] for i, _ in ctx] + [target], False
 
-    def batch_fn(self, step: int, rng: np.random.Generator):
+    def _batch(self, step: int, rng: np.random.Generator):
         episodes, all_pos = [], []
         for _ in range(self.cfg.batch_size):
             ep, ap = self._episode(rng)
@@ -141,11 +152,25 @@ class SpeechLMRecipe:
             all_pos.append(ap)
         return episodes, all(all_pos)
 
+    def batch_fn(self, step: int, rng: np.random.Generator):
+        episodes, all_positions = self._batch(step, rng)
+        aug = None
+        cfg = self.cfg
+        if cfg.token_aug_scale or cfg.token_aug_offset:
+            hidden = self.model.backbone.hidden_size
+            aug = (torch.from_numpy(np.exp(rng.normal(0, cfg.token_aug_scale, (len(episodes), hidden)))).float(),
+                   torch.from_numpy(rng.normal(0, cfg.token_aug_offset, (len(episodes), hidden))).float())
+        return episodes, all_positions, aug
+
     def loss_fn(self, model, batch):
-        episodes, all_positions = batch
+        episodes, all_positions, aug = batch
         flat = [x for ep in episodes for x in ep]
         hidden, mask = self.store.batch([u.id for u, _ in flat], [s for _, s in flat])
         tokens = model.speech_tokens(hidden, mask)
+        if aug is not None:  # the same transform for every utterance of an episode: a new pseudo-speaker
+            per_utt = torch.tensor([i for i, ep in enumerate(episodes) for _ in ep])
+            scale, offset = aug[0][per_utt][:, None, :], aug[1][per_utt][:, None, :]
+            tokens = tokens * scale + offset * model.speech_scale
         lengths = {len(ep) for ep in episodes}
         if model._label_len is not None and not model.is_encoder_decoder and len(lengths) == 1:
             n = lengths.pop()  # every episode has n examples: lay them out as tensors (fast path)

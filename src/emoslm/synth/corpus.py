@@ -36,13 +36,14 @@ from lhotse.audio import AudioSource
 from emoslm.audio import TARGET_SR, resample
 from emoslm.data.manifests import LEVELS, PreparedCorpus, make_supervision, save_prepared, validate_prepared
 from emoslm.labels import EKMAN7
+from emoslm.synth.effects import apply_voice_quality  # imported before workers fork (scipy.signal is slow to import)
 from emoslm.synth.prosody import RenderParams, SpeakerProfile, render_params, sample_speaker
 from emoslm.synth.sentences import sentence_bank
 
 log = logging.getLogger(__name__)
 
 #: Bump when a change to the synthesis would change the audio for the same configuration (invalidates caches).
-SYNTH_VERSION = 2
+SYNTH_VERSION = 3
 CORPUS_NAME = "synth"
 ENGINE_VOLUME = 70  # espeak-ng amplitude; leaves headroom for loud emotions before the soft limiter
 
@@ -175,8 +176,6 @@ def _engine():
 
 def render_utterance(u: UtterancePlan, path: Path) -> int:
     """Synthesise one planned utterance to ``path`` (16 kHz mono PCM16); return its number of samples."""
-    from emoslm.synth.effects import apply_voice_quality
-
     p = u.params
     wave, sr = _engine().synth(u.voice, u.text, rate=p.rate, pitch=p.pitch, pitch_range=p.pitch_range,
                                volume=ENGINE_VOLUME, word_gap=p.word_gap)
