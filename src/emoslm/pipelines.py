@@ -21,7 +21,7 @@ from emoslm.config import load_config
 
 #: steps per training run, per profile
 PROFILES: dict[str, dict[str, int]] = {
-    "demo": {"scratch": 600, "classifier": 300, "stage1": 300, "stage2": 1500, "table4": 600, "styles": 16},
+    "demo": {"scratch": 400, "classifier": 200, "stage1": 300, "stage2": 800, "table4": 300, "styles": 8},
     "tiny": {"scratch": 12, "classifier": 6, "stage1": 6, "stage2": 10, "table4": 6, "styles": 2},
 }
 
