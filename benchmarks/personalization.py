@@ -76,20 +76,21 @@ def latency_table(bundle: Path, corpus: Path, n_queries: int, threads: int = 1) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="demo")
+    ap.add_argument("--profile", default="long", help="training schedule of emoslm.pipelines.PROFILES")
     ap.add_argument("--runs", default=None)
     ap.add_argument("--data", default="data")
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--skip-train", action="store_true", help="only the latency part, on an existing bundle")
     ap.add_argument("--out", default="benchmarks/results/personalization.md")
     args = ap.parse_args()
-    runs = Path(args.runs or f"runs/{args.preset}")
+    runs = Path(args.runs or f"runs/{args.profile}")
     corpus = Path(args.data) / f"synth_{args.preset}"
 
     t0 = time.perf_counter()
     if not args.skip_train:
         from emoslm.pipelines import run_personalization_demo
 
-        run_personalization_demo(args.data, runs, preset=args.preset, progress=False)
+        run_personalization_demo(args.data, runs, preset=args.preset, profile=args.profile, progress=False)
     report = (runs / "eval" / "report.md").read_text()
     lat, _ = latency_table(runs / "bundle", corpus, args.queries)
     text = "\n".join([

@@ -96,8 +96,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
         print_summary(synthesize_corpus(Path(a.out) / f"synth_{a.preset}", a.preset, workers=a.workers,
                                         progress=not a.quiet))
         return 0
-    run_personalization_demo(a.out, a.runs or f"runs/{a.preset}", preset=a.preset, workers=a.workers,
-                             checkpoints=a.checkpoints, progress=not a.quiet)
+    run_personalization_demo(a.out, a.runs or f"runs/{a.profile or a.preset}", preset=a.preset, workers=a.workers,
+                             profile=a.profile, checkpoints=a.checkpoints, progress=not a.quiet)
     return 0
 
 
@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="data", help="folder for the corpus and results (default: data)")
     d.add_argument("--preset", default="demo", choices=["tiny", "demo", "full"], help="corpus size (default: demo)")
     d.add_argument("--workers", type=int, default=None)
+    d.add_argument("--profile", default=None, choices=["tiny", "demo", "long"],
+                   help="training schedule (default: tiny for the tiny preset, else demo)")
     d.add_argument("--runs", default=None, help="folder for models and the report (default: runs/<preset>)")
     d.add_argument("--checkpoints", default=None,
                    help="evaluate shipped/pre-trained speech LMs from this folder instead of training them")

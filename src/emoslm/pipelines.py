@@ -3,7 +3,8 @@
 Each step is a recipe run with a packaged config (``src/emoslm/configs``) whose paths and step counts are set
 here; a step whose output exists is skipped, so an interrupted demo continues where it stopped. Profiles:
 
-- ``demo``: the README's main job on the demo corpus;
+- ``demo``: the README's main job on the demo corpus, within about 15 minutes on 2 cores;
+- ``long``: longer schedules on the same corpus (the benchmark's numbers);
 - ``tiny``: the same steps with a handful of updates on the tiny corpus (tests, smoke runs).
 
 ``checkpoints=DIR`` evaluates shipped models instead of training the speech LMs (see ``assets/README.md``).
@@ -21,7 +22,10 @@ from emoslm.config import load_config
 
 #: steps per training run, per profile
 PROFILES: dict[str, dict[str, int]] = {
-    "demo": {"scratch": 400, "classifier": 200, "stage1": 300, "stage2": 800, "table4": 300, "styles": 8},
+    # fits the README's 15-minute budget on 2 cores (the main job)
+    "demo": {"scratch": 300, "classifier": 120, "stage1": 200, "stage2": 400, "table4": 120, "styles": 4},
+    # the schedule of benchmarks/results/personalization.md (about 35 minutes on 2 cores)
+    "long": {"scratch": 400, "classifier": 200, "stage1": 300, "stage2": 800, "table4": 300, "styles": 8},
     "tiny": {"scratch": 12, "classifier": 6, "stage1": 6, "stage2": 10, "table4": 6, "styles": 2},
 }
 
