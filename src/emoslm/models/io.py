@@ -4,8 +4,8 @@ Every emoslm module whose constructor takes one dataclass config inherits :class
 
     enc = fbank_encoder("tiny")
     enc.save_pretrained("exp/enc")                      # exp/enc/config.json + exp/enc/model.safetensors
-    enc2 = FbankTransformerEncoder.from_pretrained("exp/enc")
-    any_model = PretrainedMixin.from_pretrained("exp/enc")   # the class named in config.json
+    enc2 = FbankTransformerEncoder.from_pretrained("runs/demo/scratch/encoder")
+    any_model = PretrainedMixin.from_pretrained("runs/demo/scratch/encoder")   # the class named in config.json
 
 ``config.json`` is the dataclass as JSON (nested dataclass configs as nested objects) plus ``"_class"``, the
 dotted path of the module class, so a directory says what it holds. Weights are written with
