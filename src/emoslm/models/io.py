@@ -3,7 +3,7 @@
 Every emoslm module whose constructor takes one dataclass config inherits :class:`PretrainedMixin`::
 
     enc = fbank_encoder("tiny")
-    enc.save_pretrained("exp/enc")                      # exp/enc/config.json + exp/enc/model.safetensors
+    enc.save_pretrained("runs/demo/scratch/encoder")    # config.json + model.safetensors in that folder
     enc2 = FbankTransformerEncoder.from_pretrained("runs/demo/scratch/encoder")
     any_model = PretrainedMixin.from_pretrained("runs/demo/scratch/encoder")   # the class named in config.json
 
