@@ -51,7 +51,8 @@ def main() -> None:
     train_s = time.perf_counter() - t0
 
     torch.set_num_threads(cfg.threads)
-    model = SpeechICLModel.from_pretrained(Path(args.out_dir) / "checkpoints" / "last" / "model").eval()
+    ckpt = Path(args.out_dir) / "checkpoints"
+    model = SpeechICLModel.from_pretrained(ckpt / ("best" if (ckpt / "best" / "model").is_dir() else "last") / "model").eval()
     data = SERData(args.corpus, label_set=cfg.label_set, splits=["test"], progress=False)
     speakers = sorted(data.by_speaker["test"])[: args.speakers]
     items = [it for it in data.items("test") if it[1] in speakers]
