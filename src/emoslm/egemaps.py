@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -83,11 +83,3 @@ def egemaps_for(
             np.savez(cache, ids=np.array(ids), x=np.stack([have[i] for i in ids]))
     return {it[0]: have[keys[it[0]]] for it in items}
 
-
-def items_of_cuts(cuts: Iterable) -> list[tuple[str, str, float, float | None]]:
-    """(id, path, offset, duration) for cuts whose recording is a single file."""
-    out = []
-    for c in cuts:
-        src = c.recording.sources[0].source
-        out.append((c.supervisions[0].id if c.supervisions else c.id, src, float(c.start), float(c.duration)))
-    return out

@@ -87,7 +87,7 @@ def run_personalization_demo(data_root: str | Path = "data", runs_root: str | Pa
     shipped = Path(checkpoints) if checkpoints else None
     for step in _steps(root):
         out = root / step.name
-        if shipped is not None and step.recipe == "speech_lm" or shipped is not None and step.name == "scratch":
+        if shipped is not None and (step.recipe == "speech_lm" or step.name == "scratch"):
             src = shipped / step.name
             if src.is_dir() and not _done(out):  # evaluate the shipped model: copy it into the run folder
                 shutil.copytree(src, out, dirs_exist_ok=True)

@@ -20,7 +20,7 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from lhotse.audio import AudioSource
@@ -343,6 +343,3 @@ def import_table(
         for split in sups
     }
 
-
-def speakers_of(sups: Iterable[SupervisionSegment]) -> list[str]:
-    return sorted({s.speaker for s in sups})

@@ -34,17 +34,19 @@ def speech_tokens_for(model: SpeechICLModel, store: EncodedStore, ids: Iterable[
 
 @torch.no_grad()
 def predict_episodes(model: SpeechICLModel, store: EncodedStore, label_set: LabelSet, episodes: Sequence[Episode],
-                     *, decode: str = "score", batch_size: int = 128, shuffle_labels_seed: int | None = None
-                     ) -> tuple[list[str | None], torch.Tensor | None]:
+                     *, decode: str = "score", batch_size: int = 128, shuffle_labels_seed: int | None = None,
+                     tokens: dict[str, torch.Tensor] | None = None) -> tuple[list[str | None], torch.Tensor | None]:
     """Predicted labels (None = invalid generation) and, when scoring, probabilities [N, n_labels].
 
     ``shuffle_labels_seed``: the shuffled-label control -- each episode's enrollment labels are permuted among
     its pairs (the utterances stay), so a model that reads the labels loses its k-shot gain.
+    ``tokens``: speech query vectors computed beforehand (:func:`speech_tokens_for`) for many episode sets.
     """
     was_training = model.training
     model.eval()
-    ids = {e.target_id for e in episodes} | {i for e in episodes for i, _ in e.enrollment}
-    tokens = speech_tokens_for(model, store, ids)
+    if tokens is None:
+        ids = {e.target_id for e in episodes} | {i for e in episodes for i, _ in e.enrollment}
+        tokens = speech_tokens_for(model, store, ids)
     idx = {l: i for i, l in enumerate(label_set.labels)}
     rng = None
     if shuffle_labels_seed is not None:
@@ -77,8 +79,9 @@ def predict_episodes(model: SpeechICLModel, store: EncodedStore, label_set: Labe
 
 def evaluate_episodes(model: SpeechICLModel, store: EncodedStore, label_set: LabelSet, episodes: Sequence[Episode],
                       *, decode: str = "score", protocol: dict | None = None,
-                      shuffle_labels_seed: int | None = None) -> EvalResult:
+                      shuffle_labels_seed: int | None = None, tokens: dict[str, torch.Tensor] | None = None
+                      ) -> EvalResult:
     preds, _ = predict_episodes(model, store, label_set, episodes, decode=decode,
-                                shuffle_labels_seed=shuffle_labels_seed)
+                                shuffle_labels_seed=shuffle_labels_seed, tokens=tokens)
     return evaluate([e.target_label for e in episodes], preds, [e.speaker for e in episodes], label_set,
                     protocol=protocol)

@@ -126,7 +126,7 @@ def _classifier_eval(path: str, data: SERData, label_set: LabelSet, seed: int):
 
 def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True):
     """Evaluate everything in the plan; return the report's Results (also written to out_dir)."""
-    from emoslm.evaluation.icl import evaluate_episodes
+    from emoslm.evaluation.icl import evaluate_episodes, speech_tokens_for
     from emoslm.models.icl import SpeechICLModel
     from emoslm.report import Results, RunMetadata
 
@@ -150,20 +150,23 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
         if spec.encoder not in stores:
             stores[spec.encoder] = _store_for(spec.encoder, data, out / "encoded")
         store = stores[spec.encoder]
+        model.eval()
+        tokens = speech_tokens_for(model, store, [u.id for u in data.utts["test"]])  # once for every episode set
         results.add_model(spec.name, kind="icl", training_setting=spec.training_setting, role=spec.role)
         for (setting, k), eps in sets.items():
             if spec.role == "stage1" and k > 0:
                 continue
             if spec.role == "table4" and setting not in ("TU+LD", "TU+LO(neutral)", "0-shot"):
                 continue
-            res = evaluate_episodes(model, store, ls, eps, decode=plan.decode, protocol=protocol)
+            res = evaluate_episodes(model, store, ls, eps, decode=plan.decode, protocol=protocol, tokens=tokens)
             results.add(spec.name, None if k == 0 else setting, res, k=k)
         if spec.role == "main" and plan.shuffled_control:
             ctrl = f"{spec.name}, shuffled enrollment labels"
             results.add_model(ctrl, kind="peer", training_setting=spec.training_setting)
             for (setting, k), eps in sets.items():
                 if setting == "TU+LD" or k == 0:
-                    res = evaluate_episodes(model, store, ls, eps, protocol=protocol, shuffle_labels_seed=plan.seed)
+                    res = evaluate_episodes(model, store, ls, eps, protocol=protocol, shuffle_labels_seed=plan.seed,
+                                            tokens=tokens)
                     results.add(ctrl, None if k == 0 else setting, res, k=k)
 
     if plan.peer:

@@ -301,7 +301,6 @@ class SpeechICLModel(nn.Module):
             return tok.sum(-1)
         k = len(context)
         tail = [self._speech(target, k, [e.speech for e in context])]
-        width = max(map(len, self._label_ids))
         seqs = []
         for ids in self._label_ids:
             seqs.append(torch.cat(tail + [self._text(ids, k)]))
@@ -320,7 +319,6 @@ class SpeechICLModel(nn.Module):
             # the first label token is predicted at the last target position, the next ones from the label
             s = sum(lp[j, n_tail - 1 + m, t] for m, t in enumerate(ids))
             scores.append(s)
-        del width
         return torch.stack(scores)
 
     @torch.no_grad()

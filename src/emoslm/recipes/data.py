@@ -68,15 +68,6 @@ class SERData:
         """(id, speaker, label name) triples, the input of EpisodeSampler."""
         return [(u.id, u.speaker, self.label_set.labels[u.label]) for u in self.utts[split]]
 
-    def label_of(self, uid: str) -> int:
-        return self._label[uid]
-
-    @property
-    def _label(self) -> dict[str, int]:
-        if not hasattr(self, "_label_cache"):
-            self._label_cache = {u.id: u.label for rows in self.utts.values() for u in rows}
-        return self._label_cache
-
 
 def _group(rows: list[Utt]) -> dict[str, list[Utt]]:
     g: dict[str, list[Utt]] = defaultdict(list)
