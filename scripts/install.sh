@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS=(espeak-ng sox libsox-fmt-all libsndfile1 mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1)
+# chromium + chromium-driver: the service's web-page test (headless, driven by Selenium).
+APT_PKGS=(espeak-ng sox libsox-fmt-all libsndfile1 mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1
+          chromium chromium-driver)
 
 need_apt=0
 for p in "${APT_PKGS[@]}"; do

@@ -1,0 +1,238 @@
+"""OpenAI-compatible chat completions whose replies take the user's recognised emotion into account.
+
+The request and response follow the OpenAI chat API (``messages`` with string content or content parts of
+type ``text`` and ``input_audio`` ``{data: base64, format}``; a ``chat.completion`` object back, or
+``chat.completion.chunk`` server-sent events with ``stream=true``), so the ``openai`` client works unchanged.
+The emotion of the last user turn's audio is recognised (personalised when ``user`` names an enrolled
+speaker) and added to the response as ``emotion``.
+
+The backend is pluggable (:class:`ChatBackend`): today :class:`LLMChatBackend`, which tells a packaged
+instruction-tuned LLM (SmolLM2-135M-Instruct, or the random ``tiny-llama`` for tests) the recognised emotion in
+its system prompt. The words of an audio-only turn are not transcribed (no ASR model is packaged here): the
+prompt says so. An end-to-end dialogue model (paper 003's E-chat) can implement the same protocol.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Literal, Protocol, Union
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from emoslm.errors import EmoslmError
+
+# ------------------------------------------------------------------------------------------ request schema
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class InputAudio(BaseModel):
+    data: str = Field(description="base64-encoded audio file")
+    format: Literal["wav", "mp3", "flac", "ogg"] = "wav"
+
+
+class InputAudioPart(BaseModel):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+ContentPart = Union[TextPart, InputAudioPart]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Union[str, list[ContentPart], None] = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """The subset of OpenAI's chat completion request this service uses; other fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str = "emoslm"
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=512)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=512)
+    temperature: float | None = Field(default=None, ge=0, le=2, description="0 (default) decodes greedily")
+    stream: bool = False
+    user: str | None = Field(default=None, description="an enrolled speaker id personalises the emotion recognition")
+
+
+# ------------------------------------------------------------------------------------------ response schema
+
+
+class EmotionInfo(BaseModel):
+    label: str
+    probabilities: dict[str, float]
+    n_enrollments_used: int
+    speaker_id: str | None = None
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    emotion: EmotionInfo | None = Field(default=None, description="the emotion recognised in the last user turn")
+
+
+# ------------------------------------------------------------------------------------------ backends
+
+#: For each emotion: the adjective for the user's voice and how the reply should adapt (system-prompt words).
+GUIDANCE: dict[str, tuple[str, str]] = {
+    "neutral": ("calm", "be friendly and to the point"),
+    "anger": ("angry", "stay calm, acknowledge the frustration and offer concrete help"),
+    "joy": ("happy", "share their good mood"),
+    "sadness": ("sad", "be gentle, warm and supportive"),
+    "fear": ("afraid", "be reassuring and explain clearly what can be done"),
+    "disgust": ("disgusted", "acknowledge their displeasure respectfully"),
+    "surprise": ("surprised", "acknowledge the surprise and help them make sense of it"),
+}
+
+
+#: Temperatures below this decode greedily (sampling at a tiny temperature overflows).
+MIN_TEMPERATURE = 0.01
+
+
+class ContextLengthError(EmoslmError):
+    """A conversation longer than the chat model's context."""
+
+
+@dataclass
+class Reply:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatBackend(Protocol):
+    """Anything that answers a conversation given the emotion recognised in the user's last turn."""
+
+    name: str
+
+    def reply(self, messages: list[dict[str, str]], emotion: EmotionInfo | None, max_tokens: int,
+              temperature: float) -> Reply: ...
+
+
+def with_emotion(messages: list[dict[str, str]], emotion: EmotionInfo | None) -> list[dict[str, str]]:
+    """The conversation with the user's emotion written in: a system-prompt sentence (how to adapt) and a note
+    on the last user turn ("(said in a sad voice) ..."), which small instruction-tuned LLMs follow better."""
+    system = "You are a kind, helpful voice assistant. Reply in one or two short sentences."
+    messages = [dict(m) for m in messages]
+    if emotion is not None:
+        adjective, how = GUIDANCE.get(emotion.label, (emotion.label, "take it into account"))
+        p = emotion.probabilities.get(emotion.label, 0.0)
+        system += f" The user sounds {adjective} (confidence {p:.0%}): {how}."
+        last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+        if last_user is not None:
+            messages[last_user]["content"] = f"(said in a {adjective} voice) {messages[last_user]['content']}"
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": f"{messages[0]['content']}\n{system}"}, *messages[1:]]
+    return [{"role": "system", "content": system}, *messages]
+
+
+class LLMChatBackend:
+    """A causal LM prompted with the recognised emotion in its system message (one generation at a time)."""
+
+    def __init__(self, model, tokenizer, name: str, max_new_tokens: int = 64):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.max_new_tokens = max_new_tokens
+        self._lock = threading.Lock()
+
+    def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        if self.tokenizer.chat_template:
+            return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                           return_dict=False))
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    @torch.no_grad()
+    def reply(self, messages: list[dict[str, str]], emotion: EmotionInfo | None, max_tokens: int | None = None,
+              temperature: float = 0.0) -> Reply:
+        ids = torch.tensor([self._prompt_ids(with_emotion(messages, emotion))])
+        limit = max_tokens or self.max_new_tokens
+        n_ctx = getattr(self.model.config, "max_position_embeddings", None)
+        if n_ctx is not None and ids.shape[1] + limit > n_ctx:
+            raise ContextLengthError(f"the conversation takes {ids.shape[1]} tokens; with {limit} new tokens it "
+                                     f"exceeds the model's context of {n_ctx} tokens")
+        if temperature >= MIN_TEMPERATURE:
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": 0.9}
+        else:
+            sampling = {"do_sample": False}
+        with self._lock:
+            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=limit,
+                                      pad_token_id=self.tokenizer.pad_token_id,
+                                      eos_token_id=self.tokenizer.eos_token_id,
+                                      **sampling)
+        new = out[0, ids.shape[1]:].tolist()
+        eos = self.tokenizer.eos_token_id
+        finished = eos in new
+        if finished:
+            new = new[:new.index(eos)]
+        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        return Reply(text, ids.shape[1], len(new) + int(finished), "stop" if finished or len(new) < limit else "length")
+
+
+def load_chat_backend(llm: str, max_new_tokens: int = 64) -> ChatBackend:
+    """The chat backend for ``llm``: ``smollm2`` (packaged, offline), ``tiny-llama`` (random, for tests) or a
+    local HF causal-LM directory."""
+    from emoslm.models.llm import LLMSpec, load_backbone
+
+    backbone = load_backbone(LLMSpec(name=llm, mode="frozen"))
+    return LLMChatBackend(backbone.model, backbone.tokenizer, f"emoslm-{backbone.spec.name.rstrip('/').split('/')[-1]}",
+                          max_new_tokens)
+
+
+def conversation_text(messages: list[ChatMessage]) -> list[dict[str, str]]:
+    """Messages as plain role/content text for the LLM; an audio part becomes a note that audio was sent."""
+    out = []
+    for m in messages:
+        if m.content is None:
+            continue
+        if isinstance(m.content, str):
+            text = m.content
+        else:
+            pieces = [p.text if isinstance(p, TextPart) else "" for p in m.content]
+            text = " ".join(x for x in pieces if x).strip()
+            if any(isinstance(p, InputAudioPart) for p in m.content) and not text:
+                text = "(a voice message; its words were not transcribed)"
+        out.append({"role": "system" if m.role == "developer" else m.role, "content": text})
+    return out
+
+
+def last_user_audio(messages: list[ChatMessage]) -> InputAudio | None:
+    """The last audio part of the last user message, if it has one."""
+    for m in reversed(messages):
+        if m.role == "user":
+            if isinstance(m.content, list):
+                audio = [p.input_audio for p in m.content if isinstance(p, InputAudioPart)]
+                return audio[-1] if audio else None
+            return None
+    return None

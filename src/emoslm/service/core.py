@@ -1,0 +1,192 @@
+"""The service's engine: the store, the recognizer with its per-speaker caches, and the chat backend.
+
+The recognizer keeps every speaker's enrollment encodings (and its decoder prefix cache) in memory; they
+are updated when an enrollment is added or deleted, so a prediction never re-encodes enrollments. The
+encodings are also saved as ``.npy`` per bundle (:meth:`Store.save_encoding`), so a restart loads them
+instead of re-encoding; a missing or unreadable one is re-encoded from the stored audio at start-up.
+Model calls are serialised by one lock (the recognizer's caches are not thread-safe; the CPU is the limit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emoslm.audio import AudioLimits, load_audio
+from emoslm.errors import AudioError, LabelError
+from emoslm.inference import EmotionRecognizer, Prediction
+from emoslm.service.chat import ChatBackend, load_chat_backend
+from emoslm.service.store import Enrollment, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Settings:
+    """What ``emoslm serve`` is started with."""
+
+    bundle: str = "runs/demo/bundle"
+    data_dir: str = "data/service"
+    llm: str = "smollm2"  # chat backend LLM: smollm2, tiny-llama or a local HF directory
+    max_upload_mb: float = 10.0
+    max_seconds: float = 30.0
+    min_seconds: float = 0.1
+    torch_threads: int = 2
+    max_new_tokens: int = 64
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+    @property
+    def audio_limits(self) -> AudioLimits:
+        return AudioLimits(min_duration=self.min_seconds, max_duration=self.max_seconds)
+
+
+def bundle_key(bundle: str | Path) -> str:
+    """A short hash of a bundle's files: cached encodings belong to the bundle that made them."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(bundle).rglob("*") if p.is_file()):
+        h.update(f.relative_to(bundle).as_posix().encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+class Service:
+    """Store + recognizer + chat backend, shared by the request threads."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.store = Store(settings.data_dir)
+        self.recognizer = EmotionRecognizer.load(settings.bundle, threads=settings.torch_threads)
+        self.labels = list(self.recognizer.label_set.labels)
+        self.bundle_key = bundle_key(settings.bundle)
+        self.model_lock = threading.Lock()
+        # enrollment ids per speaker as the recognizer holds them, readable without waiting for the model lock
+        self._loaded: dict[str, tuple[str, ...]] = {}
+        self.write_lock = threading.Lock()  # DB commit + cache update of enrollments, in one order
+        self.chat: ChatBackend = load_chat_backend(settings.llm, settings.max_new_tokens)
+        self.excluded: dict[str, str] = {}
+        self._load_enrollments()
+
+    # ------------------------------------------------------------------------------------ start-up
+
+    def _load_enrollments(self) -> None:
+        t0 = time.perf_counter()
+        report = self.store.check()
+        self.excluded = report.excluded
+        for eid, why in report.excluded.items():
+            log.warning("enrollment %s excluded: %s", eid, why)
+        if report.orphans_removed:
+            log.info("removed %d orphan audio files (writes never acknowledged)", len(report.orphans_removed))
+        encoded = 0
+        for enr in report.ok:
+            vec = self.store.load_encoding(self.bundle_key, enr.id)
+            if vec is None:
+                vec = self._encode(self.store.load_audio(enr)).numpy()
+                self.store.save_encoding(self.bundle_key, enr.id, vec)
+                encoded += 1
+            self.recognizer.add_encoded(enr.speaker_id, torch.from_numpy(vec), enr.label, enr.id)
+            self._sync_ids(enr.speaker_id)
+        log.info("loaded %d enrollments (%d re-encoded, %d excluded) in %.1f s", len(report.ok), encoded,
+                 len(report.excluded), time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------------------------ audio + model
+
+    def decode(self, data: bytes, name: str = "upload") -> np.ndarray:
+        """Upload bytes -> validated 16 kHz waveform (AudioError says what is wrong)."""
+        if not data:
+            raise AudioError(name, "empty upload (0 bytes)")
+        return load_audio(_Upload(data, name), limits=self.settings.audio_limits)
+
+    def _encode(self, wave: np.ndarray) -> torch.Tensor:
+        with self.model_lock:
+            return self.recognizer.encode(wave)
+
+    def predict(self, wave: np.ndarray, speaker_id: str | None) -> Prediction:
+        if speaker_id is not None:
+            self.store.get_speaker(speaker_id)  # 404 for an unknown speaker
+        with self.model_lock:
+            return self.recognizer.predict(wave, speaker=speaker_id)
+
+    def _sync_ids(self, speaker_id: str) -> None:
+        """Publish a speaker's enrollment ids after the recognizer changed (called under the model lock)."""
+        spk = self.recognizer.speakers.get(speaker_id)
+        if spk is not None and spk.ids:
+            self._loaded[speaker_id] = tuple(spk.ids)
+        else:
+            self._loaded.pop(speaker_id, None)
+
+    def n_enrolled(self, speaker_id: str) -> int:
+        return len(self._loaded.get(speaker_id, ()))
+
+    def loaded_ids(self, speaker_id: str | None = None) -> set[str]:
+        """Ids of the enrollments in the recognizer's cache (of one speaker, or all): the rows that are used."""
+        if speaker_id is not None:
+            return set(self._loaded.get(speaker_id, ()))
+        return {uid for ids in list(self._loaded.values()) for uid in ids}
+
+    # ------------------------------------------------------------------------------------ writes
+
+    def check_label(self, label: str) -> str:
+        """The model's class for a user-given label; LabelError listing the valid labels otherwise."""
+        try:
+            return self.recognizer.label_set.check(label)
+        except LabelError:
+            raise LabelError(f"unknown emotion label {label!r}; valid labels: {', '.join(self.labels)}") from None
+
+    def add_enrollment(self, speaker_id: str, data: bytes, label: str, name: str = "upload") -> Enrollment:
+        """Check the label and the speaker, decode and encode the audio, write it durably, commit the row, then
+        update the caches. Nothing is stored when any step fails."""
+        label = self.check_label(label)
+        self.store.get_speaker(speaker_id)
+        wave = self.decode(data, name)
+        vec = self._encode(wave)
+        eid, rel, sha = self.store.write_audio(speaker_id, wave)
+        with self.write_lock:
+            enr = self.store.commit_enrollment(eid, speaker_id, label, rel, sha, len(wave) / 16000,
+                                               self.recognizer.max_enroll)
+            with self.model_lock:
+                self.recognizer.add_encoded(speaker_id, vec, label, eid)
+                self._sync_ids(speaker_id)
+        self.store.save_encoding(self.bundle_key, eid, vec.numpy())
+        return enr
+
+    def delete_enrollment(self, speaker_id: str, eid: str) -> Enrollment:
+        with self.write_lock:
+            enr = self.store.delete_enrollment(speaker_id, eid)
+            with self.model_lock:
+                spk = self.recognizer.speakers.get(speaker_id)
+                if spk is not None and eid in spk.ids:  # not there if it was excluded at start-up
+                    self.recognizer.remove(speaker_id, eid)
+                    self._sync_ids(speaker_id)
+        return enr
+
+    def delete_speaker(self, speaker_id: str) -> int:
+        with self.write_lock:
+            gone = self.store.delete_speaker(speaker_id)
+            with self.model_lock:
+                self.recognizer.remove(speaker_id)
+                self._sync_ids(speaker_id)
+        return len(gone)
+
+
+class _Upload(io.BytesIO):
+    """Upload bytes that error messages (ours and libsndfile's) call by their name."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.name = name
+
+    def __repr__(self) -> str:
+        return repr(self.name)
