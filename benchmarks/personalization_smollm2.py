@@ -21,7 +21,7 @@ from _common import write_result  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", default="runs/demo", help="a demo runs folder (its scratch/encoder is used)")
+    ap.add_argument("--runs", default="runs/demo", help="a demo runs folder (its relative/encoder is used)")
     ap.add_argument("--corpus", default="data/synth_demo")
     ap.add_argument("--out-dir", default="runs/smollm2")
     ap.add_argument("--minutes", type=float, default=12.0)
@@ -42,7 +42,7 @@ def main() -> None:
     from emoslm.recipes import speech_lm
     from emoslm.recipes.data import EncodedStore, SERData
 
-    enc = str(Path(args.runs) / "scratch" / "encoder")
+    enc = str(Path(args.runs) / "relative" / "encoder")
     cfg = load_config(speech_lm.SpeechLMConfig, "speech_lm_smollm2", [
         f"corpus={args.corpus}", f"out_dir={args.out_dir}", f"encoder={enc}", f"train.max_steps={args.steps}",
         f"train.max_minutes={args.minutes}", "train.progress=false", *args.set])
@@ -66,7 +66,10 @@ def main() -> None:
     for k in [int(x) for x in args.ks.split(",")]:
         eps: EpisodeList = sampler.episodes(k=k, target="TU", label="LD" if k else "LU", seed=0, on_error="skip")
         res = evaluate_episodes(model, store, data.label_set, eps)
-        rows.append((k, len(eps), res))
+        rows.append((k, len(eps), res, ""))
+    # the shuffled-label control at the largest k: a model that reads the labels loses its gain
+    rows.append((k, len(eps), evaluate_episodes(model, store, data.label_set, eps, shuffle_labels_seed=1),
+                 ", shuffled labels"))
     eval_s = time.perf_counter() - t1
     lines = [
         "# Personalised SER with the SmolLM2-135M backbone (bounded run)", "",
@@ -75,8 +78,8 @@ def main() -> None:
         f"{cfg.batch_size} episodes in {train_s / 60:.1f} min ({cfg.threads} torch threads); "
         f"evaluated on {len(speakers)} held-out speakers ({eval_s:.0f} s), label likelihood scoring.", "",
         "| k | setting | episodes | UA_spk | sigma | WA |", "|---|---|---|---|---|---|"]
-    for k, n, r in rows:
-        lines.append(f"| {k} | {'TU+LD' if k else '0-shot'} | {n} | {r.ua_spk:.3f} | {r.speakers.std:.3f} | {r.wa:.3f} |")
+    for k, n, r, note in rows:
+        lines.append(f"| {k} | {'TU+LD' if k else '0-shot'}{note} | {n} | {r.ua_spk:.3f} | {r.speakers.std:.3f} | {r.wa:.3f} |")
     hist = summary.get("history", [])
     if hist:
         lines += ["", "Dev UA_spk during training: " + ", ".join(

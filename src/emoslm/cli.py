@@ -6,6 +6,7 @@
     emoslm manifest export|import ...             flat CSV/JSONL <-> lhotse manifests
     emoslm features fbank MANIFEST_DIR STORAGE    80-dim log-mel filterbanks, cached
     emoslm info                                   what this installation has (voices, backends)
+    emoslm serve --host H --port P                the emotion-aware voice service (API keys: emoslm apikey)
 """
 
 from __future__ import annotations
@@ -103,21 +104,13 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 def cmd_eval(a: argparse.Namespace) -> int:
     """Re-evaluate trained models of a demo-style runs folder and write the report."""
-    from emoslm.evaluation.personalization import EvalPlan, ICLModelSpec, run_eval, write_report
+    from emoslm.evaluation.personalization import EvalPlan, run_eval, write_report
+    from emoslm.pipelines import demo_models
 
     root = Path(a.runs)
-    best = lambda name: str(root / name / "checkpoints" / "best" / "model")  # noqa: E731
-    enc = str(root / "scratch" / "encoder")
-    classifiers = {n: best(d) for n, d in (("Scratch", "scratch"), ("Pretrained", "pretrained"),
-                                           ("Personalized_N", "personalized_n"), ("Personalized_A", "personalized_a"))
-                   if Path(best(d)).is_dir()}
-    icl = [ICLModelSpec(name, best(d), enc, ts, role) for name, d, ts, role in (
-        ("Proposed (MetaICL TU+LU_0:7)", "stage2", "TU+LU_{0:7}", "main"),
-        ("0-shot (stage 1)", "stage1", "0-shot", "stage1"),
-        ("MetaICL TO+LD_7", "to_ld7", "TO+LD_7", "table4"),
-        ("MetaICL Neutral_0:7", "neutral", "Neutral_{0:7}", "table4")) if Path(best(d)).is_dir()]
+    classifiers, icl, _ = demo_models(root, existing_only=True)
     if not icl and not classifiers:
-        raise EmoslmError(f"{root} holds no trained models (expected e.g. {best('stage2')})")
+        raise EmoslmError(f"{root} holds no trained models (expected e.g. {root / 'stage2' / 'checkpoints'})")
     plan = EvalPlan(corpus=a.corpus, out_dir=a.out or str(root / "eval"), icl=icl, classifiers=classifiers,
                     decode=a.decode, peer=not a.no_peer)
     write_report(run_eval(plan, progress=not a.quiet), plan.out_dir)
@@ -143,6 +136,38 @@ def cmd_predict(a: argparse.Namespace) -> int:
     console.print(f"[bold]{pred.label}[/bold]  ({pred.n_enroll}-shot, {pred.latency_ms:.0f} ms)")
     for lab, p in sorted(pred.probs.items(), key=lambda kv: -kv[1]):
         console.print(f"  {lab:>9} {p:6.1%} " + "#" * int(round(p * 40)))
+    return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    """The voice service (FastAPI on uvicorn): API, OpenAI-compatible chat, web page at /."""
+    import uvicorn
+
+    from emoslm.service import Settings, create_app
+
+    settings = Settings(bundle=a.bundle, data_dir=a.data_dir, llm=a.llm, max_upload_mb=a.max_upload_mb,
+                        max_seconds=a.max_seconds, torch_threads=a.threads)
+    uvicorn.run(create_app(settings), host=a.host, port=a.port, log_level="warning" if a.quiet else "info")
+    return 0
+
+
+def cmd_apikey(a: argparse.Namespace) -> int:
+    """Create, list or revoke the service's API keys (stored as sha256; a new key is printed once)."""
+    import datetime
+
+    from emoslm.service.store import Store
+
+    if a.action != "list" and not a.name:
+        raise EmoslmError(f"emoslm apikey {a.action} needs a key name")
+    store = Store(a.data_dir)
+    if a.action == "create":
+        print(store.create_api_key(a.name))
+    elif a.action == "revoke":
+        store.revoke_api_key(a.name)
+        print(f"revoked {a.name}")
+    else:
+        for name, created in store.list_api_keys():
+            print(f"{name}\t{datetime.datetime.fromtimestamp(created).isoformat(timespec='seconds')}")
     return 0
 
 
@@ -262,6 +287,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", default=None, help="YAML config (the recipe's dataclass is the schema)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
     t.set_defaults(fn=cmd_train)
+
+    sv = sub.add_parser("serve", help="the emotion-aware voice service (HTTP API, chat, web page)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--bundle", default="runs/demo/bundle", help="model bundle (default: the demo's)")
+    sv.add_argument("--data-dir", default="data/service", help="speakers, enrollments and API keys")
+    sv.add_argument("--llm", default="smollm2", help="chat LLM: smollm2 (packaged), tiny-llama (random) or a local dir")
+    sv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body")
+    sv.add_argument("--max-seconds", type=float, default=30.0, help="longest audio")
+    sv.add_argument("--threads", type=int, default=2, help="torch threads")
+    sv.add_argument("--quiet", action="store_true", help="log warnings only")
+    sv.set_defaults(fn=cmd_serve)
+
+    ak = sub.add_parser("apikey", help="API keys of the service")
+    ak.add_argument("action", choices=["create", "list", "revoke"])
+    ak.add_argument("name", nargs="?", default=None, help="key name (create, revoke)")
+    ak.add_argument("--data-dir", default="data/service")
+    ak.set_defaults(fn=cmd_apikey)
 
     i = sub.add_parser("info", help="what this installation has")
     i.set_defaults(fn=cmd_info)

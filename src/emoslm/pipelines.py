@@ -25,11 +25,11 @@ PROFILES: dict[str, dict[str, int]] = {
     # fits the README's 15-minute budget on 2 cores (the main job)
     # (measured: 15m50s with the corpus and feature caches present, before trimming personalized_a, stage2,
     # table4 and the TU+LO evaluation sets to leave room for synthesis and features on a fresh machine)
-    "demo": {"scratch": 250, "classifier": 120, "personalized_a": 60, "stage1": 200, "stage2": 300, "table4": 80,
+    "demo": {"scratch": 250, "relative": 300, "classifier": 120, "personalized_a": 60, "stage1": 200, "stage2": 300, "table4": 80,
              "styles": 4, "lo_k_max": 2},
     # the schedule of benchmarks/results/personalization.md (about 35 minutes on 2 cores)
-    "long": {"scratch": 400, "classifier": 200, "stage1": 300, "stage2": 800, "table4": 300, "styles": 8},
-    "tiny": {"scratch": 12, "classifier": 6, "stage1": 6, "stage2": 10, "table4": 6, "styles": 2},
+    "long": {"scratch": 400, "relative": 800, "classifier": 200, "stage1": 300, "stage2": 800, "table4": 300, "styles": 8},
+    "tiny": {"scratch": 12, "relative": 12, "classifier": 6, "stage1": 6, "stage2": 10, "table4": 6, "styles": 2},
 }
 
 
@@ -43,10 +43,11 @@ class Step:
 
 
 def _steps(root: Path) -> list[Step]:
-    enc = f"encoder={root}/scratch/encoder"
+    enc = f"encoder={root}/relative/encoder"
     init = f"init_from={root}/stage1/checkpoints/best/model"
     return [
         Step("scratch", "classifier", "classifier_scratch", "scratch"),
+        Step("relative", "classifier", "classifier_relative", "relative"),
         Step("pretrained", "classifier", "classifier_pretrained", "classifier", (enc,)),
         Step("personalized_n", "classifier", "classifier_personalized_n", "classifier", (enc,)),
         Step("personalized_a", "classifier", "classifier_personalized_a", "personalized_a", (enc,)),
@@ -55,6 +56,30 @@ def _steps(root: Path) -> list[Step]:
         Step("to_ld7", "speech_lm", "speech_lm_to_ld7", "table4", (enc, init)),
         Step("neutral", "speech_lm", "speech_lm_neutral", "table4", (enc, init)),
     ]
+
+
+def _best(root: Path, name: str) -> str:
+    return str(root / name / "checkpoints" / "best" / "model")
+
+
+def demo_models(root: str | Path, existing_only: bool = False):
+    """The models of a demo-style runs folder: ({name: classifier checkpoint}, [ICLModelSpec], frozen encoder)."""
+    from emoslm.evaluation.personalization import ICLModelSpec
+
+    root = Path(root)
+    enc = str(root / "relative" / "encoder")
+    classifiers = {name: _best(root, d) for name, d in (
+        ("Scratch", "scratch"), ("Pretrained", "pretrained"), ("Personalized_N", "personalized_n"),
+        ("Personalized_A", "personalized_a"), ("Speaker-relative (7 unlabeled)", "relative"))}
+    icl = [ICLModelSpec(name, _best(root, d), enc, ts, role) for name, d, ts, role in (
+        ("Proposed (MetaICL TU+LU_0:7)", "stage2", "TU+LU_{0:7}", "main"),
+        ("0-shot (stage 1)", "stage1", "0-shot", "stage1"),
+        ("MetaICL TO+LD_7", "to_ld7", "TO+LD_7", "table4"),
+        ("MetaICL Neutral_0:7", "neutral", "Neutral_{0:7}", "table4"))]
+    if existing_only:
+        classifiers = {n: p for n, p in classifiers.items() if Path(p).is_dir()}
+        icl = [m for m in icl if Path(m.path).is_dir()]
+    return classifiers, icl, enc
 
 
 def _done(out: Path) -> bool:
@@ -67,7 +92,7 @@ def run_personalization_demo(data_root: str | Path = "data", runs_root: str | Pa
     """Run every step; return {"summary": corpus summary, "timings": {...}, "report": paths}."""
     from rich.console import Console
 
-    from emoslm.evaluation.personalization import EvalPlan, ICLModelSpec, run_eval, write_report
+    from emoslm.evaluation.personalization import EvalPlan, run_eval, write_report
     from emoslm.recipes import classifier, speech_lm
     from emoslm.synth.corpus import print_summary, synthesize_corpus
 
@@ -87,7 +112,7 @@ def run_personalization_demo(data_root: str | Path = "data", runs_root: str | Pa
     shipped = Path(checkpoints) if checkpoints else None
     for step in _steps(root):
         out = root / step.name
-        if shipped is not None and (step.recipe == "speech_lm" or step.name == "scratch"):
+        if shipped is not None and (step.recipe == "speech_lm" or step.name in ("scratch", "relative")):
             src = shipped / step.name
             if src.is_dir() and not _done(out):  # evaluate the shipped model: copy it into the run folder
                 shutil.copytree(src, out, dirs_exist_ok=True)
@@ -108,18 +133,9 @@ def run_personalization_demo(data_root: str | Path = "data", runs_root: str | Pa
         timings[step.name] = time.perf_counter() - t
 
     t = time.perf_counter()
-    enc = str(root / "scratch" / "encoder")
-    best = lambda name: str(root / name / "checkpoints" / "best" / "model")  # noqa: E731
-    plan = EvalPlan(
-        corpus=str(corpus), out_dir=str(root / "eval"),
-        classifiers={"Scratch": best("scratch"), "Pretrained": best("pretrained"),
-                     "Personalized_N": best("personalized_n"), "Personalized_A": best("personalized_a")},
-        icl=[ICLModelSpec("Proposed (MetaICL TU+LU_0:7)", best("stage2"), enc, "TU+LU_{0:7}", "main"),
-             ICLModelSpec("0-shot (stage 1)", best("stage1"), enc, "0-shot", "stage1"),
-             ICLModelSpec("MetaICL TO+LD_7", best("to_ld7"), enc, "TO+LD_7", "table4"),
-             ICLModelSpec("MetaICL Neutral_0:7", best("neutral"), enc, "Neutral_{0:7}", "table4")],
-        k_max=7 if profile != "tiny" else 2, lo_k_max=steps["lo_k_max"] if profile != "tiny" else 1,
-    )
+    classifiers, icl, enc = demo_models(root)
+    plan = EvalPlan(corpus=str(corpus), out_dir=str(root / "eval"), classifiers=classifiers, icl=icl,
+                    k_max=7 if profile != "tiny" else 2, lo_k_max=steps["lo_k_max"] if profile != "tiny" else 1)
     results = run_eval(plan, progress=progress)
     results.metadata.training = {"profile": profile, "steps": steps, "timings_s": {k: round(v, 1) for k, v in timings.items()}}
     paths = write_report(results, plan.out_dir, console)
@@ -128,7 +144,7 @@ def run_personalization_demo(data_root: str | Path = "data", runs_root: str | Pa
     from emoslm.inference import save_bundle
     from emoslm.models.icl import SpeechICLModel
 
-    save_bundle(root / "bundle", enc, SpeechICLModel.from_pretrained(best("stage2")),
+    save_bundle(root / "bundle", enc, SpeechICLModel.from_pretrained(_best(root, "stage2")),
                 {"corpus": str(corpus), "profile": profile})
     (root / "demo_timings.json").write_text(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=2))
     console.print(f"report: {paths['html']}  (markdown: {paths['markdown']}); model bundle: {root / 'bundle'}")

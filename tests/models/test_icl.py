@@ -10,12 +10,13 @@ from emoslm.models.icl import Example, SpeechICLConfig, SpeechICLModel
 QF = {"n_queries": 3, "d_model": 32, "n_layers": 1, "n_heads": 4, "d_ff": 64, "dropout": 0.0}
 
 
-def _model(name="tiny-llama", seed=0, relative=False) -> SpeechICLModel:
+def _model(name="tiny-llama", seed=0, relative=False, mode="full") -> SpeechICLModel:
     torch.manual_seed(seed)
-    m = SpeechICLModel(SpeechICLConfig(d_encoder=16, qformer=QF, llm={"name": name, "mode": "full", "dropout": 0.0},
-                                       relative_context=relative))
-    if relative:  # give the zero-initialised relative projection some weight so that it matters in the tests
+    m = SpeechICLModel(SpeechICLConfig(d_encoder=16, qformer=QF, llm={"name": name, "mode": mode, "dropout": 0.0},
+                                       relative_context=relative, bind_labels=relative))
+    if relative:  # give the zero-initialised relative and label-binding projections some weight: they must matter
         torch.nn.init.normal_(m.rel_proj.weight, std=0.5)
+        torch.nn.init.normal_(m.bind_proj.weight, std=0.5)
     return m.eval()
 
 
@@ -108,8 +109,38 @@ def test_encoder_decoder_backbone_trains_and_scores():
     assert p.shape == (7,) and torch.isclose(p.sum(), torch.tensor(1.0))
 
 
-def test_save_and_load_reproduce_scores(tmp_path):
-    m = _model()
+@pytest.mark.parametrize("mode", ["full", "lora", "frozen"])
+def test_llm_parameters_train_with_the_model(mode):
+    """The LLM is a registered submodule: its trainable weights (all, LoRA only, none) reach the optimizer and
+    change with a step, and train()/eval() reach its dropout."""
+    m = _model(mode=mode)
+    llm_params = {id(p) for p in m.llm.parameters() if p.requires_grad}
+    assert llm_params <= {id(p) for p in m.parameters()}
+    if mode == "frozen":
+        assert not llm_params
+    else:
+        assert llm_params and all(("lora_" in n) == (mode == "lora") for n, p in m.llm.named_parameters()
+                                  if p.requires_grad)
+    before = {n: p.detach().clone() for n, p in m.llm.named_parameters()}
+    tok, labels, _ = _episodes(m)
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1.0)
+    m.train()
+    assert m.llm.training
+    m.uniform_loss(tok.detach(), labels)[0].backward()
+    opt.step()
+    changed = {n for n, p in m.llm.named_parameters() if not torch.equal(p, before[n])}
+    expected = {n for n, p in m.llm.named_parameters() if p.requires_grad and p.grad is not None and p.grad.any()}
+    assert changed == expected and bool(changed) == (mode != "frozen")
+    m.eval()
+    assert not m.llm.training
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_save_and_load_reproduce_scores(tmp_path, relative):
+    m = _model(relative=relative)
+    with torch.no_grad():  # a trained LLM: its weights must be saved, not rebuilt from the seeded init
+        for p in m.llm.parameters():
+            p.add_(0.01 * torch.randn_like(p))
     _, _, eps = _episodes(m, b=1, n=4)
     before = m.label_log_probs(eps[0][:-1], eps[0][-1].speech)
     m.save_pretrained(tmp_path / "ckpt")

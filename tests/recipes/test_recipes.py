@@ -10,6 +10,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from emoslm.config import load_config, packaged_configs
@@ -59,6 +60,29 @@ def test_classifier_variants(corpus, encoder, tmp_path):
         best = tmp_path / variant / "checkpoints" / "best" / "model"
         assert json.loads((best / "config.json").read_text())["enroll_mode"] == {
             "pretrained": "none", "personalized_n": "neutral", "personalized_a": "all"}[variant]
+
+
+def test_speaker_relative_encoder_pretraining(corpus, tmp_path):
+    """Variant relative: episodes of one speaker in one style, each utterance against the others' mean; the best
+    model classifies with unlabeled enrollment utterances, and its encoder is exported for the speech LM."""
+    import torch
+
+    from emoslm.models.encoders import FbankTransformerEncoder, SERClassifier
+
+    cfg = load_config(classifier.ClassifierConfig, "classifier_relative",
+                      [f"corpus={corpus}", f"out_dir={tmp_path}", "episode_size=4", "train.max_steps=3", *FAST])
+    recipe = classifier.ClassifierRecipe(cfg)
+    recipe.setup()
+    feats, lengths, n, _, labels = recipe.batch_fn(0, np.random.default_rng(0))
+    assert n == 4 and feats.shape[0] == labels.shape[0] == 4  # batch_size 4 = one episode of 4 utterances
+    loss, info = recipe.loss_fn(recipe.model, (feats, lengths, n, None, labels))
+    assert torch.isfinite(loss)
+    recipe.train()
+    model = SERClassifier.from_pretrained(tmp_path / "checkpoints" / "best" / "model")
+    assert model.config.enroll_mode == "unlabeled" and model.config.n_enroll == 3
+    FbankTransformerEncoder.from_pretrained(tmp_path / "encoder")
+    with pytest.raises(ValueError, match="episode_size"):
+        classifier.ClassifierRecipe(replace(cfg, episode_size=1)).setup()
 
 
 def test_speech_lm_stages(corpus, encoder, tmp_path):

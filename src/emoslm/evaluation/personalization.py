@@ -92,7 +92,10 @@ def _classifier_eval(path: str, data: SERData, label_set: LabelSet, seed: int):
     items = []
     for u in data.utts["test"]:
         others = [x for x in spk[u.speaker] if x.id != u.id]
-        if mode == "neutral":
+        if mode == "unlabeled":  # the speaker's other utterances, emotions unknown (labels never read)
+            n = model.config.n_enroll
+            enroll = [others[i] for i in rng.choice(len(others), n, replace=False)] if len(others) >= n else None
+        elif mode == "neutral":
             cand = [x for x in others if x.label == neutral]
             enroll = [cand[int(rng.integers(len(cand)))]] if cand else None
         elif mode == "all":

@@ -209,7 +209,7 @@ class SoftmaxHead(nn.Module):
         return self.linear(h)
 
 
-ENROLL_MODES = ("none", "neutral", "all")
+ENROLL_MODES = ("none", "neutral", "all", "unlabeled")
 
 
 @dataclass
@@ -218,7 +218,8 @@ class SERClassifierConfig:
 
     ``n_enroll`` is the number of enrollment utterances per target: 0 for ``none``, any number >= 1 of neutral
     utterances for ``neutral`` (default 1, paper 000's Personalized_N), one per class in label order for
-    ``all`` (default and only valid value: ``n_classes``).
+    ``all`` (default and only valid value: ``n_classes``), any number >= 1 of utterances of any (unknown) emotion
+    for ``unlabeled`` (default 7: the speaker-relative encoder pre-training of the classifier recipe).
     """
 
     encoder: FbankEncoderConfig = field(default_factory=FbankEncoderConfig)
@@ -233,20 +234,20 @@ class SERClassifierConfig:
             raise ValueError(f"enroll_mode must be one of {ENROLL_MODES}, got {self.enroll_mode!r}")
         if self.n_classes < 2:
             raise ValueError(f"n_classes must be >= 2, got {self.n_classes}")
-        default = {"none": 0, "neutral": 1, "all": self.n_classes}[self.enroll_mode]
+        default = {"none": 0, "neutral": 1, "all": self.n_classes, "unlabeled": 7}[self.enroll_mode]
         if self.n_enroll is None:
             self.n_enroll = default
         if self.enroll_mode == "none" and self.n_enroll != 0:
             raise ValueError("enroll_mode='none' takes no enrollment utterances (n_enroll=0)")
-        if self.enroll_mode == "neutral" and self.n_enroll < 1:
-            raise ValueError(f"enroll_mode='neutral' needs n_enroll >= 1, got {self.n_enroll}")
+        if self.enroll_mode in ("neutral", "unlabeled") and self.n_enroll < 1:
+            raise ValueError(f"enroll_mode={self.enroll_mode!r} needs n_enroll >= 1, got {self.n_enroll}")
         if self.enroll_mode == "all" and self.n_enroll != self.n_classes:
             raise ValueError(f"enroll_mode='all' takes one utterance per class: n_enroll must be {self.n_classes}")
 
     @property
     def head_inputs(self) -> int:
         """How many d-dim vectors are concatenated for the head."""
-        return {"none": 1, "neutral": 3, "all": 1 + 2 * int(self.n_enroll or 0)}[self.enroll_mode]
+        return {"none": 1, "neutral": 3, "unlabeled": 3, "all": 1 + 2 * int(self.n_enroll or 0)}[self.enroll_mode]
 
 
 class SERClassifier(PretrainedMixin, nn.Module):
@@ -319,9 +320,11 @@ class SERClassifier(PretrainedMixin, nn.Module):
         if mode == "all" and n != self.config.n_enroll:
             raise ValueError(f"enroll_mode='all' needs one utterance per class ({self.config.n_enroll}), got {n}")
         h_e = self.encode(enroll_feats.flatten(0, 1), enroll_lengths.flatten()).view(b, n, -1)  # [B, N, d]
-        if mode == "neutral":
-            ref = h_e.mean(dim=1)
-            z = torch.cat([h_t, ref, h_t - ref], dim=-1)
-        else:
-            z = torch.cat([h_t, h_e.flatten(1), (h_t[:, None, :] - h_e).flatten(1)], dim=-1)
+        if mode in ("neutral", "unlabeled"):
+            return self.relative_logits(h_t, h_e.mean(dim=1))
+        z = torch.cat([h_t, h_e.flatten(1), (h_t[:, None, :] - h_e).flatten(1)], dim=-1)
         return self.head(z)
+
+    def relative_logits(self, h_t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """Head over a target embedding and a reference (mean of the speaker's enrollment embeddings)."""
+        return self.head(torch.cat([h_t, ref, h_t - ref], dim=-1))

@@ -52,6 +52,10 @@ class SpeechICLConfig:
     #: add to each speech block a learned projection of its difference from the mean of the speech blocks
     #: before it (the speaker's enrollment utterances): an explicit speaker-relative input (off = the paper's)
     relative_context: bool = False
+    #: add to each example's label-token embeddings a learned projection of that example's (mean) speech vector,
+    #: so that a single attention step from the target's speech to the similar enrollment labels can copy them
+    #: (without it the LLM must first learn a two-step induction circuit; off = the paper's)
+    bind_labels: bool = False
 
     def qformer_config(self) -> QFormerConfig:
         return QFormerConfig(**{**self.qformer, "d_encoder": self.d_encoder})
@@ -75,6 +79,9 @@ class SpeechICLModel(nn.Module):
         self.label_set: LabelSet = get_label_set(cfg.label_set)
         self.qformer = QFormer(cfg.qformer_config())
         self.backbone = backbone if backbone is not None else load_backbone(cfg.llm_spec())
+        # registered as a submodule: its trainable parameters (full, or LoRA) reach the optimizer, DDP, train()/
+        # eval() and the checkpoint (``Backbone`` itself is a plain dataclass)
+        self.llm = self.backbone.model
         hidden = self.backbone.hidden_size
         self.proj = nn.Linear(self.qformer.config.d_model, hidden)
         # Speech vectors must live at the scale of the LLM's token embeddings: unnormalised projections came out
@@ -84,6 +91,11 @@ class SpeechICLModel(nn.Module):
             self.rel_proj = nn.Linear(hidden, hidden)
             nn.init.zeros_(self.rel_proj.weight)
             nn.init.zeros_(self.rel_proj.bias)
+        self.bind_proj = None
+        if cfg.bind_labels:
+            self.bind_proj = nn.Linear(hidden, hidden)
+            nn.init.zeros_(self.bind_proj.weight)
+            nn.init.zeros_(self.bind_proj.bias)
         self.speech_norm = nn.LayerNorm(hidden)
         emb = self.backbone.base_model.get_input_embeddings().weight
         self.speech_scale = nn.Parameter(emb.detach().float().pow(2).mean().sqrt().reshape(1).clone())
@@ -125,6 +137,11 @@ class SpeechICLModel(nn.Module):
         t = torch.tensor(list(ids), dtype=torch.long, device=self.device)
         return self.backbone.embed(t) + self.segment.weight[TEXT] + self.seqpos.weight[pos]
 
+    def _label(self, ids: Sequence[int], pos: int, speech: torch.Tensor) -> torch.Tensor:
+        """Embeddings of the label text of example ``pos`` whose speech block is ``speech`` [n_q, H]."""
+        out = self._text(ids, pos)
+        return out if self.bind_proj is None else out + self.bind_proj(speech.mean(0))
+
     def _speech(self, u: torch.Tensor, pos: int, before: Sequence[torch.Tensor] = ()) -> torch.Tensor:
         """Embeddings of a speech block at example index ``pos``; ``before``: the speech of the examples
         preceding it (used by ``relative_context``)."""
@@ -160,7 +177,7 @@ class SpeechICLModel(nn.Module):
             if i >= first:
                 positions.extend(range(n - 1, n - 1 + len(ids)))
                 targets.extend(ids)
-            parts.append(self._text(ids, i))
+            parts.append(self._label(ids, i, ex.speech))
             n += len(ids)
         return torch.cat(parts), positions, targets
 
@@ -175,6 +192,8 @@ class SpeechICLModel(nn.Module):
         seg, pos = self.segment.weight, self.seqpos.weight[:n]
         lab_ids = self._label_table[labels]  # [B, n, L]
         lab = self.backbone.embed(lab_ids) + seg[TEXT] + pos[None, :, None, :]
+        if self.bind_proj is not None:
+            lab = lab + self.bind_proj(speech.mean(2))[:, :, None, :]
         sp = speech
         if self.rel_proj is not None and n > 1:
             # mean of the speech blocks before each example (zero for the first, which has none)
@@ -247,7 +266,7 @@ class SpeechICLModel(nn.Module):
         parts = self._prefix()
         for i, ex in enumerate(context):
             parts.append(self._speech(ex.speech, i, [e.speech for e in context[:i]]))
-            parts.append(self._text(self._label_ids[ex.label], i))
+            parts.append(self._label(self._label_ids[ex.label], i, ex.speech))
         parts.append(self._speech(target, len(context), [e.speech for e in context]))
         return torch.cat(parts)
 
@@ -276,7 +295,7 @@ class SpeechICLModel(nn.Module):
         parts = self._prefix()
         for i, ex in enumerate(context):
             parts += [self._speech(ex.speech, i, [e.speech for e in context[:i]]),
-                      self._text(self._label_ids[ex.label], i)]
+                      self._label(self._label_ids[ex.label], i, ex.speech)]
         embeds = torch.cat(parts)[None]
         out = self.backbone.model(inputs_embeds=embeds, use_cache=True)
         return PrefixCache(out.past_key_values, embeds.shape[1], len(context))
@@ -303,7 +322,7 @@ class SpeechICLModel(nn.Module):
         tail = [self._speech(target, k, [e.speech for e in context])]
         seqs = []
         for ids in self._label_ids:
-            seqs.append(torch.cat(tail + [self._text(ids, k)]))
+            seqs.append(torch.cat(tail + [self._label(ids, k, target)]))
         embeds, mask = _pad(seqs)  # right-padded candidates: [n_lab, L, H]
         if cache is None:
             cache = self.prefix_cache(context)
@@ -348,7 +367,7 @@ class SpeechICLModel(nn.Module):
             parts = self._prefix()
             for i, ex in enumerate(ctx):
                 parts += [self._speech(ex.speech, i, [e.speech for e in ctx[:i]]),
-                          self._text(self._label_ids[ex.label], i)]
+                          self._label(self._label_ids[ex.label], i, ex.speech)]
             parts.append(self._speech(tgt, len(ctx), [e.speech for e in ctx]))
             base = torch.cat(parts)
             if single:
@@ -356,7 +375,7 @@ class SpeechICLModel(nn.Module):
                 spans.append([(base.shape[0] - 1, ids[0]) for ids in self._label_ids])
             else:
                 for ids in self._label_ids:
-                    seqs.append(torch.cat([base, self._text(ids, len(ctx))]))
+                    seqs.append(torch.cat([base, self._label(ids, len(ctx), tgt)]))
                     spans.append([(base.shape[0] - 1 + m, t) for m, t in enumerate(ids)])
         embeds, mask = _pad(seqs)
         hidden = self._decoder_hidden(embeds, mask)
@@ -390,7 +409,7 @@ class SpeechICLModel(nn.Module):
             parts = self._prefix()
             for i, ex in enumerate(context):
                 parts += [self._speech(ex.speech, i, [e.speech for e in context[:i]]),
-                          self._text(self._label_ids[ex.label], i)]
+                          self._label(self._label_ids[ex.label], i, ex.speech)]
             parts.append(self._speech(target, len(context), [e.speech for e in context]))
             embeds = torch.cat(parts)[None]
             out = self.backbone.model.generate(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2]),
@@ -410,7 +429,7 @@ class SpeechICLModel(nn.Module):
         keep_backbone = spec.mode == "full" or spec.name.startswith("tiny-")
         state = {}
         for name, t in self.state_dict().items():
-            if name.startswith("backbone.") and not keep_backbone and "lora_" not in name:
+            if name.startswith("llm.") and not keep_backbone and "lora_" not in name:
                 continue
             state[name] = t.detach().clone().contiguous()
         return state
@@ -433,7 +452,7 @@ class SpeechICLModel(nn.Module):
             raise FileNotFoundError(f"{f} is missing: not a SpeechICLModel checkpoint")
         missing, unexpected = self.load_state_dict(load_file(str(f)), strict=False)
         # a relative-context projection absent from the checkpoint keeps its zero init (= no effect)
-        bad = [m for m in missing if not m.startswith(("backbone.", "rel_proj."))]
+        bad = [m for m in missing if not m.startswith(("llm.", "rel_proj.", "bind_proj."))]
         if unexpected or bad:
             raise ValueError(f"{path}: weights do not fit this model (missing {bad[:5]}, unexpected {unexpected[:5]})")
         return self
@@ -453,7 +472,7 @@ class SpeechICLModel(nn.Module):
                                                     strict=False)
         if unexpected:
             raise ValueError(f"{path}: unexpected weights {unexpected[:5]}")
-        bad = [m for m in missing if not m.startswith("backbone.")]
+        bad = [m for m in missing if not m.startswith("llm.")]
         if bad:
             raise ValueError(f"{path}: missing weights {bad[:5]}")
         return model

@@ -4,7 +4,13 @@ Variants (``variant``):
 - ``scratch``: encoder + attentive pooling + softmax head, all randomly initialised and trained;
 - ``pretrained``: a pretrained encoder (``encoder``: a checkpoint directory), frozen; pooling and head trained;
 - ``personalized_n``: as pretrained, plus one neutral enrollment utterance of the target's speaker;
-- ``personalized_a``: as pretrained, plus one enrollment utterance of each emotion of the speaker.
+- ``personalized_a``: as pretrained, plus one enrollment utterance of each emotion of the speaker;
+- ``relative``: speaker-relative encoder pre-training (beyond the paper), everything trained from scratch. A batch
+  holds episodes of ``episode_size`` utterances of one speaker in one style; each utterance is classified from
+  its embedding and the mean embedding of the episode's other utterances (their emotions unknown). Unlike
+  ``scratch``, whose per-utterance style augmentation teaches the encoder to ignore level, pitch and tempo --
+  the very cues an emotion shifts relative to the speaker's own baseline -- this keeps them, and makes them
+  readable against the speaker's other utterances. Its encoder is what the speech LM's in-context examples need.
 
 Encoder pre-training is the ``scratch`` variant on a pre-training corpus; its encoder (``model/encoder``) is
 what the other variants and the speech LM load. Speaker-style augmentation (:mod:`emoslm.data.augment`) is
@@ -29,7 +35,7 @@ from emoslm.training.trainer import TrainArgs, Trainer, rank_zero_first, start_r
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("scratch", "pretrained", "personalized_n", "personalized_a")
+VARIANTS = ("scratch", "pretrained", "personalized_n", "personalized_a", "relative")
 
 
 @dataclass
@@ -43,6 +49,7 @@ class ClassifierConfig:
     batch_size: int = 32
     label_smoothing: float = 0.1
     augment_styles: int = 32  # 0/1: no augmentation
+    episode_size: int = 8  # variant "relative": utterances of one speaker per episode
     style_seed: int = 0
     threads: int = 1
     train: TrainArgs = field(default_factory=lambda: TrainArgs(max_steps=600, lr=1e-3, warmup_steps=50,
@@ -53,7 +60,7 @@ class ClassifierRecipe:
     def __init__(self, cfg: ClassifierConfig):
         if cfg.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {cfg.variant!r}")
-        if cfg.variant != "scratch" and not cfg.encoder:
+        if cfg.variant not in ("scratch", "relative") and not cfg.encoder:
             raise ValueError(f"variant {cfg.variant!r} needs a pretrained encoder checkpoint (encoder: DIR)")
         self.cfg = cfg
 
@@ -65,9 +72,13 @@ class ClassifierRecipe:
         self.data = rank_zero_first(lambda: SERData(cfg.corpus, label_set=cfg.label_set, splits=["train", "dev"],
                                                     progress=self.rank == 0))
         n = len(self.data.label_set)
-        mode = {"scratch": "none", "pretrained": "none", "personalized_n": "neutral", "personalized_a": "all"}[cfg.variant]
-        if cfg.variant == "scratch":
-            self.model = SERClassifier(SERClassifierConfig(encoder_config(cfg.encoder_preset), n, mode))
+        mode = {"scratch": "none", "pretrained": "none", "personalized_n": "neutral", "personalized_a": "all",
+                "relative": "unlabeled"}[cfg.variant]
+        if cfg.variant in ("scratch", "relative"):
+            n_enroll = cfg.episode_size - 1 if mode == "unlabeled" else None
+            if mode == "unlabeled" and cfg.episode_size < 2:
+                raise ValueError(f"variant 'relative' needs episode_size >= 2, got {cfg.episode_size}")
+            self.model = SERClassifier(SERClassifierConfig(encoder_config(cfg.encoder_preset), n, mode, n_enroll))
         else:
             enc = FbankTransformerEncoder.from_pretrained(cfg.encoder)
             self.model = SERClassifier.from_encoder(enc, n, mode, freeze=True)
@@ -86,6 +97,9 @@ class ClassifierRecipe:
         if self.mode == "none":
             return []
         others = [u for u in pool if u.id != target.id]
+        if self.mode == "unlabeled":
+            n = self.cfg.episode_size - 1
+            return [others[i] for i in rng.choice(len(others), n, replace=False)] if len(others) >= n else None
         if self.mode == "neutral":
             neu = [u for u in others if u.label == self.neutral]
             return [neu[int(rng.integers(len(neu)))]] if neu else None
@@ -109,6 +123,8 @@ class ClassifierRecipe:
         return feats, lengths, ef.view(len(items), n, *ef.shape[1:]), el.view(len(items), n), labels
 
     def batch_fn(self, step: int, rng: np.random.Generator):
+        if self.mode == "unlabeled":
+            return self._episode_batch(rng)
         items = []
         while len(items) < self.cfg.batch_size:
             u = self.train_utts[int(rng.integers(len(self.train_utts)))]
@@ -118,9 +134,30 @@ class ClassifierRecipe:
         styles = rng.integers(len(self.styles), size=len(items)).tolist()
         return self._tensors(items, styles)
 
+    def _episode_batch(self, rng: np.random.Generator):
+        """Episodes of ``episode_size`` utterances of one speaker, one style per episode (variant relative)."""
+        n = self.cfg.episode_size
+        speakers = [s for s, us in self.train_spk.items() if len(us) >= n]
+        if not speakers:
+            raise ValueError(f"no training speaker has {n} utterances (episode_size)")
+        utts, styles = [], []
+        for _ in range(max(1, self.cfg.batch_size // n)):
+            us = self.train_spk[speakers[int(rng.integers(len(speakers)))]]
+            style = int(rng.integers(len(self.styles)))
+            utts += [us[i] for i in rng.choice(len(us), n, replace=False)]
+            styles += [style] * n
+        feats, lengths = pad_batch([apply_style(self.data.fbank[u.id], self.styles[s]) for u, s in zip(utts, styles)])
+        return feats, lengths, n, None, torch.tensor([u.label for u in utts])
+
     def loss_fn(self, model, batch):
         feats, lengths, ef, el, labels = batch
-        logits = model(feats, lengths, ef, el)
+        if isinstance(ef, int):  # episodes of n utterances: each against the mean of the n - 1 others
+            n = ef
+            h = model.encode(feats, lengths).view(-1, n, model.config.encoder.d_model)
+            ref = (h.sum(1, keepdim=True) - h) / (n - 1)
+            logits = model.relative_logits(h.flatten(0, 1), ref.flatten(0, 1))
+        else:
+            logits = model(feats, lengths, ef, el)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
         return loss, {"acc": float((logits.argmax(-1) == labels).float().mean())}
 
@@ -144,7 +181,7 @@ class ClassifierRecipe:
         write_run_config(self.cfg, self.cfg.out_dir)
         trainer = Trainer(self.model, self.batch_fn, self.loss_fn, self.cfg.out_dir, self.cfg.train, self.eval_fn)
         summary = trainer.fit()
-        if self.rank == 0:
+        if self.rank == 0 and self.cfg.variant in ("scratch", "relative"):
             best = Path(self.cfg.out_dir) / "checkpoints" / "best" / "model"
             if best.is_dir():  # export the encoder of the best model on its own, for the other recipes
                 from emoslm.models.encoders import SERClassifier

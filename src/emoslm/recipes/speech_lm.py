@@ -51,11 +51,15 @@ class SpeechLMConfig:
                                                    "d_ff": 256, "dropout": 0.1})
     llm: dict = field(default_factory=lambda: {"name": "tiny-llama", "mode": "full", "dropout": 0.1})
     relative_context: bool = False  # see SpeechICLConfig.relative_context
+    bind_labels: bool = False  # see SpeechICLConfig.bind_labels
     #: per-episode pseudo-speaker augmentation of the speech tokens: one random per-dimension scale
     #: (log-normal, this std) and offset (normal, this std, in units of the token scale) shared by all
     #: utterances of an episode; 0 = off
     token_aug_scale: float = 0.0
     token_aug_offset: float = 0.0
+    #: probability that a training episode's labels are renamed by one random permutation of the label set
+    #: (context and target alike): the only way to get such an episode right is to read the enrollment labels
+    label_permute_prob: float = 0.0
     batch_size: int = 32
     label_smoothing: float = 0.1
     augment_styles: int = 16
@@ -101,7 +105,8 @@ class SpeechLMRecipe:
         self.data, self.store = rank_zero_first(load)
         d_enc = next(iter(self.store.hidden[0].values())).shape[1]
         self.model = SpeechICLModel(SpeechICLConfig(d_encoder=d_enc, qformer=dict(cfg.qformer), llm=dict(cfg.llm),
-                                                    label_set=cfg.label_set, relative_context=cfg.relative_context))
+                                                    label_set=cfg.label_set, relative_context=cfg.relative_context,
+                                                    bind_labels=cfg.bind_labels))
         if cfg.init_from:  # architecture and dropout from this config, weights from the checkpoint
             self.model.load_weights(cfg.init_from)
         self.spk = self.data.by_speaker["train"]
@@ -144,11 +149,16 @@ class SpeechLMRecipe:
         return [by_id[i] for i, _ in ctx] + [target], False
 
     def _batch(self, step: int, rng: np.random.Generator):
+        """Episodes as lists of (utterance, style, label index to predict)."""
         episodes, all_pos = [], []
+        n_labels = len(self.data.label_set)
         for _ in range(self.cfg.batch_size):
             ep, ap = self._episode(rng)
             style = int(rng.integers(len(self.store.styles)))
-            episodes.append([(u, style) for u in ep])
+            names = np.arange(n_labels)
+            if self.cfg.label_permute_prob and rng.random() < self.cfg.label_permute_prob:
+                names = rng.permutation(n_labels)
+            episodes.append([(u, style, int(names[u.label])) for u in ep])
             all_pos.append(ap)
         return episodes, all(all_pos)
 
@@ -165,7 +175,7 @@ class SpeechLMRecipe:
     def loss_fn(self, model, batch):
         episodes, all_positions, aug = batch
         flat = [x for ep in episodes for x in ep]
-        hidden, mask = self.store.batch([u.id for u, _ in flat], [s for _, s in flat])
+        hidden, mask = self.store.batch([u.id for u, _, _ in flat], [s for _, s, _ in flat])
         tokens = model.speech_tokens(hidden, mask)
         if aug is not None:  # the same transform for every utterance of an episode: a new pseudo-speaker
             per_utt = torch.tensor([i for i, ep in enumerate(episodes) for _ in ep])
@@ -174,12 +184,12 @@ class SpeechLMRecipe:
         lengths = {len(ep) for ep in episodes}
         if model._label_len is not None and not model.is_encoder_decoder and len(lengths) == 1:
             n = lengths.pop()  # every episode has n examples: lay them out as tensors (fast path)
-            labels = torch.tensor([[u.label for u, _ in ep] for ep in episodes])
+            labels = torch.tensor([[lab for _, _, lab in ep] for ep in episodes])
             return model.uniform_loss(tokens.view(len(episodes), n, *tokens.shape[1:]), labels,
                                       label_smoothing=self.cfg.label_smoothing, all_positions=all_positions)
         out, i = [], 0
         for ep in episodes:
-            out.append([Example(tokens[i + j], u.label) for j, (u, _) in enumerate(ep)])
+            out.append([Example(tokens[i + j], lab) for j, (_, _, lab) in enumerate(ep)])
             i += len(ep)
         return model.loss(out, label_smoothing=self.cfg.label_smoothing, all_positions=all_positions)
 
