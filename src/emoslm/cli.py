@@ -2,6 +2,8 @@
 
     emoslm demo                                   the main job on the embedded default data
     emoslm synth corpus --preset demo --out DIR   synthesise the emotional speech corpus
+    emoslm synth dialogue --preset demo --out DIR E-chat dialogue data (question, response, emotion, speech)
+    emoslm chat AUDIO.wav                         E-chat: the recognised emotion and the reply
     emoslm prepare CORPUS CORPUS_DIR OUT_DIR      lhotse manifests from a corpus on disk
     emoslm manifest export|import ...             flat CSV/JSONL <-> lhotse manifests
     emoslm features fbank MANIFEST_DIR STORAGE    80-dim log-mel filterbanks, cached
@@ -43,6 +45,28 @@ def cmd_synth_corpus(a: argparse.Namespace) -> int:
                                 progress=not a.quiet, force=a.force)
     print_summary(summary)
     print(f"manifests in {Path(out).resolve()}")
+    return 0
+
+
+def cmd_synth_dialogue(a: argparse.Namespace) -> int:
+    from emoslm.synth.dialogue import build_dialogue_dataset, load_backend
+
+    out = a.out or f"data/echat_{a.preset}"
+    stats = build_dialogue_dataset(out, a.preset, backend=load_backend(a.backend, a.base_url, a.model),
+                                   n_questions=a.questions, n_speakers=a.speakers, seed=a.seed, workers=a.workers,
+                                   progress=not a.quiet)
+    print((Path(out) / "table1.md").read_text().rstrip())
+    print(f"{stats['entries']} entries ({stats['splits']}), {stats['questions']} questions, {stats['speakers']} "
+          f"speakers; manifest {Path(out).resolve() / 'manifest.jsonl'}")
+    return 0
+
+
+def cmd_chat(a: argparse.Namespace) -> int:
+    from emoslm.echat import EChat
+
+    turn = EChat.load(a.model).chat(a.audio)
+    print(f"emotion: {turn.emotion}")
+    print(turn.reply)
     return 0
 
 
@@ -173,6 +197,7 @@ def cmd_apikey(a: argparse.Namespace) -> int:
 
 RECIPES = {
     "classifier": ("emoslm.recipes.classifier", "ClassifierConfig"),
+    "echat": ("emoslm.recipes.echat", "EChatRecipeConfig"),
     "speech_lm": ("emoslm.recipes.speech_lm", "SpeechLMConfig"),
 }
 
@@ -243,6 +268,20 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--quiet", action="store_true")
     sc.set_defaults(fn=cmd_synth_corpus)
 
+    sd = s.add_parser("dialogue", help="E-chat200-style emotional dialogue data (paper 003)")
+    sd.add_argument("--preset", default="demo", choices=["tiny", "demo", "full"])
+    sd.add_argument("--out", default=None, help="output folder (default: data/echat_<preset>)")
+    sd.add_argument("--backend", default="smollm2",
+                    help="response writer: smollm2 (packaged, offline), tiny-llama, a local HF dir, or openai")
+    sd.add_argument("--base-url", default=None, help="openai backend: endpoint, e.g. http://host:8080/v1")
+    sd.add_argument("--model", default=None, help="openai backend: model name (key from $OPENAI_API_KEY)")
+    sd.add_argument("--questions", type=int, default=None, help="override the preset's number of questions")
+    sd.add_argument("--speakers", type=int, default=None, help="override the preset's number of speakers")
+    sd.add_argument("--seed", type=int, default=None)
+    sd.add_argument("--workers", type=int, default=None, help="TTS processes (default: min(2, cores))")
+    sd.add_argument("--quiet", action="store_true")
+    sd.set_defaults(fn=cmd_synth_dialogue)
+
     from emoslm.corpora import CORPORA
 
     pr = sub.add_parser("prepare", help="lhotse manifests from a corpus on disk")
@@ -281,6 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--decode", default="score", choices=["score", "beam"],
                     help="score every label (probabilities) or beam search (beam 4, exact match)")
     pp.set_defaults(fn=cmd_predict)
+
+    ch = sub.add_parser("chat", help="E-chat: the emotion recognised in an utterance and the reply to it")
+    ch.add_argument("audio", help="the user's utterance (audio file)")
+    ch.add_argument("--model", default="runs/echat/stage2", help="an E-chat run or checkpoint (default: the demo's)")
+    ch.set_defaults(fn=cmd_chat)
 
     t = sub.add_parser("train", help="run a training recipe")
     t.add_argument("recipe", choices=sorted(RECIPES))

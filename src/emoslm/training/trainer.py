@@ -111,8 +111,9 @@ def rank_zero_first(fn: Callable[[], Any]) -> Any:
 
 
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Trainable parameters and buffers: what changes during training (frozen weights are rebuilt)."""
-    params = dict(model.named_parameters())
+    """Trainable parameters and buffers: what changes during training (frozen weights are rebuilt). Tied
+    weights appear under every name (a frozen LLM's tied output layer is frozen, not a buffer)."""
+    params = dict(model.named_parameters(remove_duplicate=False))
     return {n: t.detach().clone() for n, t in model.state_dict().items()
             if n not in params or params[n].requires_grad}
 
