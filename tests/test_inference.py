@@ -78,3 +78,27 @@ def test_missing_bundle_is_a_clear_error(tmp_path):
 
     with pytest.raises(EmoslmError, match="not an emoslm bundle.*encoder is missing"):
         EmotionRecognizer.load(tmp_path)
+
+
+def test_shipped_models_load_and_personalise(tmp_path):
+    """The models `emoslm demo` evaluates by default are in the package, load, and make a personalised
+    prediction whose enrollment changes the answer's probabilities."""
+    import json
+
+    from emoslm.models.encoders import SERClassifier
+    from emoslm.pipelines import SHIPPED_CHECKPOINTS, _done
+
+    for step in ("relative", "stage2"):
+        assert _done(SHIPPED_CHECKPOINTS / step), f"{step} is not a complete run folder"
+    clf = SERClassifier.from_pretrained(SHIPPED_CHECKPOINTS / "relative" / "checkpoints" / "best" / "model")
+    assert clf.config.enroll_mode == "unlabeled"
+    model = SpeechICLModel.from_pretrained(SHIPPED_CHECKPOINTS / "stage2" / "checkpoints" / "best" / "model")
+    assert model.cfg.relative_context and json.loads((SHIPPED_CHECKPOINTS / "stage2" / "train_summary.json")
+                                                     .read_text())["steps"] > 0
+    rec = EmotionRecognizer.load(save_bundle(tmp_path / "b", SHIPPED_CHECKPOINTS / "relative" / "encoder", model))
+    q = _tone(150)
+    zero = rec.predict(q)
+    rec.enroll("bob", [(_tone(100 + 30 * i), lab) for i, lab in enumerate(rec.label_set.labels)])
+    pers = rec.predict(q, speaker="bob")
+    assert pers.n_enroll == 7 and abs(sum(pers.probs.values()) - 1) < 1e-5
+    assert not np.allclose(list(zero.probs.values()), list(pers.probs.values()), atol=1e-3)

@@ -121,8 +121,13 @@ def cmd_demo(a: argparse.Namespace) -> int:
         print_summary(synthesize_corpus(Path(a.out) / f"synth_{a.preset}", a.preset, workers=a.workers,
                                         progress=not a.quiet))
         return 0
+    from emoslm.pipelines import SHIPPED_CHECKPOINTS
+
+    checkpoints = a.checkpoints
+    if checkpoints is None and not a.train_all and a.preset == "demo" and a.profile in (None, "demo"):
+        checkpoints = SHIPPED_CHECKPOINTS  # the long-trained encoder and MetaICL model (see its README)
     run_personalization_demo(a.out, a.runs or f"runs/{a.profile or a.preset}", preset=a.preset, workers=a.workers,
-                             profile=a.profile, checkpoints=a.checkpoints, progress=not a.quiet)
+                             profile=a.profile, checkpoints=checkpoints, progress=not a.quiet)
     return 0
 
 
@@ -243,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training schedule (default: tiny for the tiny preset, else demo)")
     d.add_argument("--runs", default=None, help="folder for models and the report (default: runs/<preset>)")
     d.add_argument("--checkpoints", default=None,
-                   help="evaluate shipped/pre-trained speech LMs from this folder instead of training them")
+                   help="evaluate pre-trained models from this folder instead of training them (default for the demo "
+                        "preset and profile: the shipped speaker-relative encoder and MetaICL model)")
+    d.add_argument("--train-all", action="store_true", help="train every model, the shipped ones included")
     d.add_argument("--synth-only", action="store_true", help="only synthesise the corpus and summarise it")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(fn=cmd_demo)

@@ -7,7 +7,8 @@ here; a step whose output exists is skipped, so an interrupted demo continues wh
 - ``long``: longer schedules on the same corpus (the benchmark's numbers);
 - ``tiny``: the same steps with a handful of updates on the tiny corpus (tests, smoke runs).
 
-``checkpoints=DIR`` evaluates shipped models instead of training the speech LMs (see ``assets/README.md``).
+``checkpoints=DIR`` evaluates the models found there (one folder per step) instead of training them; ``emoslm
+demo`` uses the shipped ones (``assets/paper000``) unless ``--train-all``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emoslm.config import load_config
+
+#: models shipped with the package (made by the ``long`` profile; ``assets/paper000/README.md`` has the command)
+SHIPPED_CHECKPOINTS = Path(__file__).resolve().parent / "assets" / "paper000"
 
 #: steps per training run, per profile
 PROFILES: dict[str, dict[str, int]] = {

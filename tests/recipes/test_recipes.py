@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from emoslm.config import load_config, packaged_configs
-from emoslm.recipes import classifier, speech_lm
+from emoslm.recipes import classifier, echat, speech_lm
 from emoslm.synth.corpus import PRESETS, synthesize_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,10 +43,10 @@ def encoder(corpus, tmp_path_factory) -> Path:
 def test_every_packaged_config_instantiates():
     names = packaged_configs()
     assert {"classifier_scratch", "speech_lm_stage1", "speech_lm_stage2", "speech_lm_smollm2"} <= set(names)
+    schemas = {"classifier": classifier.ClassifierConfig, "echat": echat.EChatRecipeConfig,
+               "speech_lm": speech_lm.SpeechLMConfig}
     for name in names:
-        module = classifier if name.startswith("classifier") else speech_lm
-        cls = module.ClassifierConfig if name.startswith("classifier") else module.SpeechLMConfig
-        cfg = load_config(cls, name)
+        cfg = load_config(next(c for prefix, c in schemas.items() if name.startswith(prefix)), name)
         assert cfg.train.max_steps > 0
 
 
@@ -113,3 +113,20 @@ def test_speech_lm_under_torchrun_two_cpu_processes(corpus, encoder, tmp_path):
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["world"] == 2 and summary["steps"] == 4
     assert (out / "checkpoints" / "last" / "rng_rank1.pt").is_file()
+
+
+def test_label_permutation_renames_an_episode_consistently(corpus, encoder, tmp_path):
+    cfg = load_config(speech_lm.SpeechLMConfig, "speech_lm_stage2",
+                      [f"corpus={corpus}", f"out_dir={tmp_path}", f"encoder={encoder}", "init_from=null",
+                       "augment_styles=2", "label_permute_prob=1.0", *FAST])
+    recipe = speech_lm.SpeechLMRecipe(cfg)
+    recipe.setup()
+    episodes, _ = recipe._batch(0, np.random.default_rng(0))
+    renamed = 0
+    for ep in episodes:
+        mapping = {}
+        for u, _, lab in ep:
+            assert mapping.setdefault(u.label, lab) == lab  # one permutation for the whole episode
+        assert len(set(mapping.values())) == len(mapping)
+        renamed += any(k != v for k, v in mapping.items())
+    assert renamed >= len(episodes) // 2
