@@ -175,7 +175,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     from emoslm.service import Settings, create_app
 
     settings = Settings(bundle=a.bundle, data_dir=a.data_dir, llm=a.llm, max_upload_mb=a.max_upload_mb,
-                        max_seconds=a.max_seconds, torch_threads=a.threads)
+                        max_seconds=a.max_seconds, torch_threads=a.threads, echat=a.echat)
     uvicorn.run(create_app(settings), host=a.host, port=a.port, log_level="warning" if a.quiet else "info")
     return 0
 
@@ -345,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--bundle", default="runs/demo/bundle", help="model bundle (default: the demo's)")
     sv.add_argument("--data-dir", default="data/service", help="speakers, enrollments and API keys")
     sv.add_argument("--llm", default="smollm2", help="chat LLM: smollm2 (packaged), tiny-llama (random) or a local dir")
+    sv.add_argument("--echat", default=None, metavar="DIR",
+                    help="E-chat checkpoint: answers chat turns that carry audio (text turns keep --llm)")
     sv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body")
     sv.add_argument("--max-seconds", type=float, default=30.0, help="longest audio")
     sv.add_argument("--threads", type=int, default=2, help="torch threads")

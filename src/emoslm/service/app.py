@@ -114,6 +114,7 @@ class Info(BaseModel):
     status: str = "ok"
     labels: list[str]
     chat_model: str
+    echat_model: str | None = Field(default=None, description="E-chat, answering turns with audio (--echat)")
     bundle: str
     n_speakers: int
     n_enrollments: int
@@ -260,7 +261,8 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/info", response_model=Info, tags=["service"])
     def info() -> Info:
         """Labels, limits, models and counts."""
-        return Info(labels=svc.labels, chat_model=svc.chat.name, bundle=str(settings.bundle),
+        return Info(labels=svc.labels, chat_model=svc.chat.name, echat_model=svc.echat.name if svc.echat else None,
+                    bundle=str(settings.bundle),
                     n_speakers=len(svc.store.list_speakers()),
                     n_enrollments=len(svc.loaded_ids()),
                     excluded_enrollments=svc.excluded,
@@ -271,7 +273,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/models", response_model=ModelList, tags=["chat"])
     def models() -> ModelList:
         """The chat model (OpenAI-compatible listing)."""
-        return ModelList(data=[ModelCard(id=svc.chat.name)])
+        return ModelList(data=[ModelCard(id=svc.chat.name)] + ([ModelCard(id=svc.echat.name)] if svc.echat else []))
 
     # ---- speakers
     @app.post("/v1/speakers", response_model=SpeakerOut, status_code=201, dependencies=auth, tags=["speakers"],
@@ -340,7 +342,7 @@ def create_app(settings: Settings) -> FastAPI:
     def chat_completions(req: ChatCompletionRequest):
         """OpenAI-compatible chat; the reply takes the emotion recognised in the last user turn's audio into
         account (personalised when ``user`` is an enrolled speaker)."""
-        emotion = None
+        emotion = wave = None
         audio = last_user_audio(req.messages)
         if audio is not None:
             try:
@@ -348,14 +350,23 @@ def create_app(settings: Settings) -> FastAPI:
             except (binascii.Error, ValueError):
                 raise ApiError(400, "bad_audio", "input_audio.data is not valid base64") from None
             known = req.user is not None and svc.store.has_speaker(req.user)
-            pred = svc.predict(svc.decode(data, f"input_audio.{audio.format}"), req.user if known else None)
+            wave = svc.decode(data, f"input_audio.{audio.format}")
+            pred = svc.predict(wave, req.user if known else None)
             emotion = EmotionInfo(label=pred.label, probabilities=pred.probs, n_enrollments_used=pred.n_enroll,
                                   speaker_id=req.user if known else None)
-        temperature = req.temperature if req.temperature is not None else 0.0
-        reply = svc.chat.reply(conversation_text(req.messages), emotion, req.max_completion_tokens or req.max_tokens,
-                               temperature)
+        max_tokens = req.max_completion_tokens or req.max_tokens
+        if wave is not None and svc.echat is not None:
+            # E-chat answers from the audio; the reported emotion stays the (personalised) SER's
+            reply, emotion.echat_emotion = svc.echat.reply_audio(wave, max_tokens)
+            backend = svc.echat.name
+        else:
+            temperature = req.temperature if req.temperature is not None else 0.0
+            reply = svc.chat.reply(conversation_text(req.messages), emotion, max_tokens, temperature)
+            backend = svc.chat.name
+        if emotion is not None:
+            emotion.backend = backend
         completion = ChatCompletion(
-            id=f"chatcmpl-{uuid.uuid4().hex[:24]}", created=int(time.time()), model=svc.chat.name,
+            id=f"chatcmpl-{uuid.uuid4().hex[:24]}", created=int(time.time()), model=backend,
             choices=[Choice(message=AssistantMessage(content=reply.text), finish_reason=reply.finish_reason)],
             usage=Usage(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                         total_tokens=reply.prompt_tokens + reply.completion_tokens),

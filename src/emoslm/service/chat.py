@@ -9,7 +9,9 @@ speaker) and added to the response as ``emotion``.
 The backend is pluggable (:class:`ChatBackend`): today :class:`LLMChatBackend`, which tells a packaged
 instruction-tuned LLM (SmolLM2-135M-Instruct, or the random ``tiny-llama`` for tests) the recognised emotion in
 its system prompt. The words of an audio-only turn are not transcribed (no ASR model is packaged here): the
-prompt says so. An end-to-end dialogue model (paper 003's E-chat) can implement the same protocol.
+prompt says so. With ``emoslm serve --echat DIR`` a turn whose last user message carries audio is answered
+end to end by E-chat (paper 003, :class:`EChatBackend`) from that audio; text-only turns keep the LLM. The
+response's ``model`` and ``emotion.backend`` name the backend that answered.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ class EmotionInfo(BaseModel):
     probabilities: dict[str, float]
     n_enrollments_used: int
     speaker_id: str | None = None
+    backend: str | None = Field(default=None, description="the chat backend that wrote the reply")
+    echat_emotion: str | None = Field(default=None, description="E-chat's own (auxiliary head) emotion, when "
+                                      "E-chat answered")
 
 
 class AssistantMessage(BaseModel):
@@ -208,6 +213,41 @@ def load_chat_backend(llm: str, max_new_tokens: int = 64) -> ChatBackend:
     backbone = load_backbone(LLMSpec(name=llm, mode="frozen"))
     return LLMChatBackend(backbone.model, backbone.tokenizer, f"emoslm-{backbone.spec.name.rstrip('/').split('/')[-1]}",
                           max_new_tokens)
+
+
+class EChatBackend:
+    """E-chat (paper 003): the reply to a spoken turn written end to end from its audio (one at a time)."""
+
+    def __init__(self, echat, name: str = "emoslm-echat"):
+        self.echat = echat
+        self.model = echat.model
+        self.name = name
+        self._lock = threading.Lock()
+
+    @torch.no_grad()
+    def reply_audio(self, wave, max_tokens: int | None = None) -> tuple[Reply, str]:
+        """E-chat's reply to ``wave`` (greedy) and the emotion of its auxiliary head (canonical label)."""
+        from emoslm.models.echat import RESPONSE_PROMPT
+
+        limit = max_tokens or self.model.cfg.max_new_tokens
+        with self._lock:
+            feats = self.model.encoder.featurize(wave)
+            label, text = self.model.generate([feats], RESPONSE_PROMPT, max_new_tokens=limit)[0]
+        n = len(self.model.backbone.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return Reply(text, 0, n, "length" if n >= limit else "stop"), label
+
+
+def load_echat_backend(path: str) -> EChatBackend:
+    """The E-chat backend from a checkpoint directory (or a training run's folder); EmoslmError if it is not one."""
+    from emoslm.echat import EChat
+
+    try:
+        echat = EChat.load(path, threads=None)
+    except EmoslmError as e:
+        raise EmoslmError(f"--echat {path}: {e}") from None
+    except (FileNotFoundError, ValueError, KeyError, TypeError, OSError) as e:
+        raise EmoslmError(f"--echat {path} is not an E-chat checkpoint: {e}") from None
+    return EChatBackend(echat)
 
 
 def conversation_text(messages: list[ChatMessage]) -> list[dict[str, str]]:

@@ -23,7 +23,12 @@ import torch
 from emoslm.audio import AudioLimits, load_audio
 from emoslm.errors import AudioError, LabelError
 from emoslm.inference import EmotionRecognizer, Prediction
-from emoslm.service.chat import ChatBackend, load_chat_backend
+from emoslm.service.chat import (
+    ChatBackend,
+    EChatBackend,
+    load_chat_backend,
+    load_echat_backend,
+)
 from emoslm.service.store import Enrollment, Store
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,7 @@ class Settings:
     min_seconds: float = 0.1
     torch_threads: int = 2
     max_new_tokens: int = 64
+    echat: str | None = None  # E-chat checkpoint: answers turns whose last user message carries audio
 
     @property
     def max_upload_bytes(self) -> int:
@@ -72,6 +78,8 @@ class Service:
         self.labels = list(self.recognizer.label_set.labels)
         self.bundle_key = bundle_key(settings.bundle)
         self.model_lock = threading.Lock()
+        # loaded before the chat LLM and the enrollments: a wrong --echat fails fast
+        self.echat: EChatBackend | None = load_echat_backend(settings.echat) if settings.echat else None
         # enrollment ids per speaker as the recognizer holds them, readable without waiting for the model lock
         self._loaded: dict[str, tuple[str, ...]] = {}
         self.write_lock = threading.Lock()  # DB commit + cache update of enrollments, in one order
