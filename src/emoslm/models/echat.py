@@ -36,7 +36,7 @@ from emoslm.models.encoders import (
     encoder_config,
     lengths_to_mask,
 )
-from emoslm.models.io import config_from_dict, config_to_dict
+from emoslm.models.io import config_from_dict, config_to_dict, load_weights_into, save_weights
 from emoslm.models.llm import LLMSpec, load_backbone
 
 #: Prompts of paper 003 (Sec. 5.1).
@@ -372,27 +372,12 @@ class EChatModel(nn.Module):
                 if keep_llm or not n.startswith("llm.")}
 
     def save_pretrained(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         meta = {"_class": "EChatModel", "_stage": self.stage, **config_to_dict(self.cfg)}
-        (path / "config.json").write_text(json.dumps(meta, indent=2))
-        save_file(self._saved_state(), str(path / "model.safetensors"))
-        return path
+        return save_weights(path, meta, self._saved_state())
 
     def load_weights(self, path: str | Path) -> "EChatModel":
         """Load a checkpoint's weights into this model (the LLM's may be absent: they are the package's)."""
-        from safetensors.torch import load_file
-
-        f = Path(path) / "model.safetensors"
-        if not f.is_file():
-            raise FileNotFoundError(f"{f} is missing: not an E-chat checkpoint")
-        missing, unexpected = self.load_state_dict(load_file(str(f)), strict=False)
-        bad = [m for m in missing if not m.startswith("llm.")]
-        if unexpected or bad:
-            raise ValueError(f"{path}: weights do not fit this model (missing {bad[:5]}, unexpected {unexpected[:5]})")
-        return self
+        return load_weights_into(self, path, "an E-chat")
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "EChatModel":

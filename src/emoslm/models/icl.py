@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from emoslm.labels import LabelSet, get_label_set
+from emoslm.models.io import load_weights_into, save_weights
 from emoslm.models.llm import Backbone, LLMSpec, load_backbone
 from emoslm.models.qformer import QFormer, QFormerConfig
 
@@ -435,27 +436,13 @@ class SpeechICLModel(nn.Module):
         return state
 
     def save_pretrained(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(json.dumps({"_class": type(self).__name__, **asdict(self.cfg)}, indent=2))
-        save_file(self._saved_state(), str(path / "model.safetensors"))
-        return path
+        return save_weights(path, {"_class": type(self).__name__, **asdict(self.cfg)}, self._saved_state())
 
     def load_weights(self, path: str | Path) -> "SpeechICLModel":
-        """Load a checkpoint's weights into this model (built from its own config: e.g. other dropout)."""
-        from safetensors.torch import load_file
-
-        f = Path(path) / "model.safetensors"
-        if not f.is_file():
-            raise FileNotFoundError(f"{f} is missing: not a SpeechICLModel checkpoint")
-        missing, unexpected = self.load_state_dict(load_file(str(f)), strict=False)
-        # a relative-context projection absent from the checkpoint keeps its zero init (= no effect)
-        bad = [m for m in missing if not m.startswith(("llm.", "rel_proj.", "bind_proj."))]
-        if unexpected or bad:
-            raise ValueError(f"{path}: weights do not fit this model (missing {bad[:5]}, unexpected {unexpected[:5]})")
-        return self
+        """Load a checkpoint's weights into this model (built from its own config: e.g. other dropout). The LLM's
+        may be absent (a packaged one); relative-context and label-binding projections absent from an older
+        checkpoint keep their zero init (= no effect)."""
+        return load_weights_into(self, path, "a SpeechICLModel", ("llm.", "rel_proj.", "bind_proj."))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str = "cpu") -> "SpeechICLModel":

@@ -126,6 +126,34 @@ class PretrainedMixin:
         return model
 
 
+def save_weights(path: str | Path, config: dict[str, Any], state: dict[str, torch.Tensor]) -> Path:
+    """Write an HF-style checkpoint folder: ``config.json`` and ``model.safetensors``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    save_file(state, str(path / "model.safetensors"))
+    return path
+
+
+def load_weights_into(model: torch.nn.Module, path: str | Path, kind: str,
+                      optional: tuple[str, ...] = ("llm.",)) -> torch.nn.Module:
+    """Load ``path/model.safetensors`` into ``model``; weights under the ``optional`` prefixes may be absent
+    (a packaged LLM's, a projection added later with a no-op init); anything else missing or unexpected is an
+    error naming ``kind``."""
+    from safetensors.torch import load_file
+
+    f = Path(path) / "model.safetensors"
+    if not f.is_file():
+        raise FileNotFoundError(f"{f} is missing: not {kind} checkpoint")
+    missing, unexpected = model.load_state_dict(load_file(str(f)), strict=False)
+    bad = [m for m in missing if not m.startswith(optional)]
+    if unexpected or bad:
+        raise ValueError(f"{path}: weights do not fit this model (missing {bad[:5]}, unexpected {unexpected[:5]})")
+    return model
+
+
 def _resolve_class(dotted: Any, where: Path) -> type:
     if not isinstance(dotted, str) or "." not in dotted:
         raise ValueError(f"{where / CONFIG_NAME}: bad _class {dotted!r}")
