@@ -26,12 +26,11 @@ SHIPPED_CHECKPOINTS = Path(__file__).resolve().parent / "assets" / "paper000"
 
 #: steps per training run, per profile
 PROFILES: dict[str, dict[str, int]] = {
-    # fits the README's 15-minute budget on 2 cores (the main job)
-    # (measured: 15m50s with the corpus and feature caches present, before trimming personalized_a, stage2,
-    # table4 and the TU+LO evaluation sets to leave room for synthesis and features on a fresh machine)
+    # the main job: 12m09s on 2 cores from a fresh clone, with the shipped relative encoder and stage 2 (their
+    # steps here are used by --train-all only)
     "demo": {"scratch": 250, "relative": 300, "classifier": 120, "personalized_a": 60, "stage1": 200, "stage2": 300, "table4": 80,
              "styles": 4, "lo_k_max": 2},
-    # the schedule of benchmarks/results/personalization.md (about 35 minutes on 2 cores)
+    # the schedule of benchmarks/results/personalization.md (about 45 minutes on 2 cores)
     "long": {"scratch": 400, "relative": 800, "classifier": 200, "stage1": 300, "stage2": 800, "table4": 300, "styles": 8},
     "tiny": {"scratch": 12, "relative": 12, "classifier": 6, "stage1": 6, "stage2": 10, "table4": 6, "styles": 2},
 }

@@ -87,6 +87,10 @@ class ClassifierRecipe:
         self.neutral = self.data.label_set.index("neutral") if "neutral" in self.data.label_set else None
         self.train_spk = self.data.by_speaker["train"]
         self.train_utts = self.data.utts["train"]
+        if mode == "unlabeled":  # speakers with enough utterances for one episode
+            self.episode_speakers = [s for s, us in self.train_spk.items() if len(us) >= cfg.episode_size]
+            if not self.episode_speakers:
+                raise ValueError(f"no training speaker has {cfg.episode_size} utterances (episode_size)")
         # fixed dev targets with fixed enrollment (seeded)
         rng = np.random.default_rng(1234)
         self.dev = [(u, self._enroll(u, self.data.by_speaker["dev"][u.speaker], rng)) for u in self.data.utts["dev"]]
@@ -136,10 +140,7 @@ class ClassifierRecipe:
 
     def _episode_batch(self, rng: np.random.Generator):
         """Episodes of ``episode_size`` utterances of one speaker, one style per episode (variant relative)."""
-        n = self.cfg.episode_size
-        speakers = [s for s, us in self.train_spk.items() if len(us) >= n]
-        if not speakers:
-            raise ValueError(f"no training speaker has {n} utterances (episode_size)")
+        n, speakers = self.cfg.episode_size, self.episode_speakers
         utts, styles = [], []
         for _ in range(max(1, self.cfg.batch_size // n)):
             us = self.train_spk[speakers[int(rng.integers(len(speakers)))]]
