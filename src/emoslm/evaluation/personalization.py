@@ -82,6 +82,7 @@ def _store_for(encoder_dir: str, data: SERData, cache: Path) -> EncodedStore:
 
 def _classifier_eval(path: str, data: SERData, label_set: LabelSet, seed: int):
     from emoslm.models.encoders import SERClassifier
+    from emoslm.recipes.classifier import pick_enrollment
 
     model = SERClassifier.from_pretrained(path).eval()
     mode = model.config.enroll_mode
@@ -91,23 +92,8 @@ def _classifier_eval(path: str, data: SERData, label_set: LabelSet, seed: int):
     refs, preds, speakers = [], [], []
     items = []
     for u in data.utts["test"]:
-        others = [x for x in spk[u.speaker] if x.id != u.id]
-        if mode == "unlabeled":  # the speaker's other utterances, emotions unknown (labels never read)
-            n = model.config.n_enroll
-            enroll = [others[i] for i in rng.choice(len(others), n, replace=False)] if len(others) >= n else None
-        elif mode == "neutral":
-            cand = [x for x in others if x.label == neutral]
-            enroll = [cand[int(rng.integers(len(cand)))]] if cand else None
-        elif mode == "all":
-            enroll = []
-            for lab in range(len(label_set)):
-                cand = [x for x in others if x.label == lab]
-                if not cand:
-                    enroll = None
-                    break
-                enroll.append(cand[int(rng.integers(len(cand)))])
-        else:
-            enroll = []
+        enroll = pick_enrollment(mode, u, spk[u.speaker], rng, n_labels=len(label_set), neutral=neutral,
+                                 n_unlabeled=model.config.n_enroll)
         if enroll is not None:
             items.append((u, enroll))
     with torch.no_grad():

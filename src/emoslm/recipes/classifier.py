@@ -38,6 +38,29 @@ log = logging.getLogger(__name__)
 VARIANTS = ("scratch", "pretrained", "personalized_n", "personalized_a", "relative")
 
 
+def pick_enrollment(mode: str, target, pool, rng: np.random.Generator, *, n_labels: int, neutral: int | None,
+                    n_unlabeled: int) -> list | None:
+    """Enrollment utterances of a classifier's ``enroll_mode`` for one target, drawn from its speaker's ``pool``
+    (never the target itself); None when the speaker has too few. ``none``: none; ``unlabeled``: ``n_unlabeled``
+    random ones; ``neutral``: one neutral; ``all``: one of each label, in label order."""
+    if mode == "none":
+        return []
+    others = [u for u in pool if u.id != target.id]
+    if mode == "unlabeled":
+        n = n_unlabeled
+        return [others[i] for i in rng.choice(len(others), n, replace=False)] if len(others) >= n else None
+    if mode == "neutral":
+        neu = [u for u in others if u.label == neutral]
+        return [neu[int(rng.integers(len(neu)))]] if neu else None
+    chosen = []
+    for lab in range(n_labels):
+        cand = [u for u in others if u.label == lab]
+        if not cand:
+            return None
+        chosen.append(cand[int(rng.integers(len(cand)))])
+    return chosen
+
+
 @dataclass
 class ClassifierConfig:
     corpus: str = "data/synth_demo"
@@ -97,23 +120,8 @@ class ClassifierRecipe:
         self.dev = [(u, e) for u, e in self.dev if e is not None]
 
     def _enroll(self, target, pool, rng) -> list | None:
-        """Enrollment utterances for one target (same speaker, never the target itself)."""
-        if self.mode == "none":
-            return []
-        others = [u for u in pool if u.id != target.id]
-        if self.mode == "unlabeled":
-            n = self.cfg.episode_size - 1
-            return [others[i] for i in rng.choice(len(others), n, replace=False)] if len(others) >= n else None
-        if self.mode == "neutral":
-            neu = [u for u in others if u.label == self.neutral]
-            return [neu[int(rng.integers(len(neu)))]] if neu else None
-        chosen = []
-        for lab in range(len(self.data.label_set)):
-            cand = [u for u in others if u.label == lab]
-            if not cand:
-                return None
-            chosen.append(cand[int(rng.integers(len(cand)))])
-        return chosen
+        return pick_enrollment(self.mode, target, pool, rng, n_labels=len(self.data.label_set),
+                               neutral=self.neutral, n_unlabeled=self.cfg.episode_size - 1)
 
     def _tensors(self, items, styles):
         fb = self.data.fbank
