@@ -3,12 +3,15 @@
     emoslm demo                                   the main job on the embedded default data
     emoslm synth corpus --preset demo --out DIR   synthesise the emotional speech corpus
     emoslm synth dialogue --preset demo --out DIR E-chat dialogue data (question, response, emotion, speech)
+    emoslm synth conversations --corpus DIR       dual-information conversations (paper 002)
     emoslm chat AUDIO.wav                         E-chat: the recognised emotion and the reply
     emoslm prepare CORPUS CORPUS_DIR OUT_DIR      lhotse manifests from a corpus on disk
     emoslm manifest export|import ...             flat CSV/JSONL <-> lhotse manifests
     emoslm features fbank MANIFEST_DIR STORAGE    80-dim log-mel filterbanks, cached
     emoslm info                                   what this installation has (voices, backends)
     emoslm serve --host H --port P                the emotion-aware voice service (API keys: emoslm apikey)
+    emoslm synth from-description DESC.yaml       paper 001: an LLM-written, TTS-spoken corpus from a description
+    emoslm zeroshot run [--config synth]          paper 001 end to end: zero-shot SER, WA/UA table
 """
 
 from __future__ import annotations
@@ -58,6 +61,24 @@ def cmd_synth_dialogue(a: argparse.Namespace) -> int:
     print((Path(out) / "table1.md").read_text().rstrip())
     print(f"{stats['entries']} entries ({stats['splits']}), {stats['questions']} questions, {stats['speakers']} "
           f"speakers; manifest {Path(out).resolve() / 'manifest.jsonl'}")
+    return 0
+
+
+def cmd_synth_conversations(a: argparse.Namespace) -> int:
+    from emoslm.models.threads import set_torch_threads
+    from emoslm.synth.conversations import build_conversations
+    from emoslm.synth.dialogue import load_backend
+
+    set_torch_threads(a.threads, a.backend)
+    backend = load_backend(a.backend, a.base_url, a.model)
+    out = a.out or f"data/conversations_{a.preset}"
+    summary = build_conversations(a.corpus, out, backend, preset=a.preset, seed=a.seed, max_tokens=a.max_tokens,
+                                  context_style=a.context_style, progress=not a.quiet)
+    for split, st in summary["splits"].items():
+        print(f"{split}: {st['conversations']} conversations, {st['examples']} examples, {st['speakers']} speakers")
+    per = summary["seconds_per_generated_reply"]
+    print(f"{summary['replies_generated_now']} replies written now ({per} s each), {summary['replies']} in the cache; "
+          f"examples in {Path(out).resolve()}")
     return 0
 
 
@@ -200,8 +221,49 @@ def cmd_apikey(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth_from_description(a: argparse.Namespace) -> int:
+    """Paper 001's corpus: an LLM writes labelled lines from a corpus description, TTS speaks them."""
+    from emoslm.models.threads import set_torch_threads
+    from emoslm.synth.dialogue import load_backend
+    from emoslm.zeroshot.description import load_description
+    from emoslm.zeroshot.generate import GenerationConfig, generate_utterances
+    from emoslm.zeroshot.render import RenderConfig, render_speech
+
+    desc = load_description(a.description)
+    out = Path(a.out or f"data/llm_{Path(desc.path).stem}")
+    cfg = GenerationConfig(n_utterances=a.n, per_call=a.per_call, temperature=a.temperature, max_tokens=a.max_tokens,
+                           seed=a.seed, max_minutes=a.max_minutes)
+    set_torch_threads(a.threads, a.backend)
+    gen = generate_utterances(desc, load_backend(a.backend, a.base_url, a.model), out / "text", cfg,
+                              progress=not a.quiet)
+    st = gen.stats
+    print(f"{len(gen.utterances)} utterances ({', '.join(f'{k} {v}' for k, v in st['per_class'].items())}) from "
+          f"{st['calls']} calls ({st['new_calls']} new, {st['tokens_per_second']} tokens/s); {st['rejected']} lines "
+          f"rejected: {st['rejection_reasons']}")
+    if not a.text_only:
+        corpus = "llm_prosody" if a.prosody else "llm"
+        summ = render_speech(gen.utterances, out / "speech", corpus,
+                             RenderConfig(a.speakers, a.prosody, a.seed, a.workers), progress=not a.quiet)
+        print(f"speech: {summ['utterances']} utterances, {summ['audio_minutes']} min, {a.speakers} TTS speakers "
+              f"({'emotional prosody' if a.prosody else 'neutral'}); manifests in {(out / 'speech').resolve()}")
+    print(f"text in {(out / 'text' / 'utterances.jsonl').resolve()}")
+    return 0
+
+
+def cmd_zeroshot_run(a: argparse.Namespace) -> int:
+    """Paper 001 end to end: description -> text -> speech -> training -> zero-shot evaluation -> report."""
+    from emoslm.zeroshot.pipeline import load_zeroshot_config, results_table, run_zeroshot
+
+    cfg = load_zeroshot_config(a.config, a.set)
+    summary = run_zeroshot(cfg, progress=not a.quiet)
+    print(results_table(summary))
+    print(f"total {summary['timing']['total']:.0f} s; report {Path(cfg.out_dir).resolve() / 'report.md'} (and .html)")
+    return 0
+
+
 RECIPES = {
     "classifier": ("emoslm.recipes.classifier", "ClassifierConfig"),
+    "dual_info": ("emoslm.recipes.dual_info", "DualInfoRecipeConfig"),
     "echat": ("emoslm.recipes.echat", "EChatRecipeConfig"),
     "speech_lm": ("emoslm.recipes.speech_lm", "SpeechLMConfig"),
 }
@@ -218,6 +280,47 @@ def cmd_train(a: argparse.Namespace) -> int:
     summary = module.run(cfg)
     if summary.get("world", 1) == 1 or int(__import__("os").environ.get("RANK", "0")) == 0:
         print(f"{a.recipe}: {summary['steps']} steps in {summary['seconds']} s, best dev score {summary['best_score']:.4f}")
+    return 0
+
+
+def cmd_levels(a: argparse.Namespace) -> int:
+    from emoslm.data.levels import derive_levels
+    from emoslm.data.manifests import load_prepared, save_prepared
+
+    prepared = load_prepared(a.corpus)
+    corpus = next(Path(a.corpus).glob("*_supervisions_*.jsonl.gz")).name.split("_supervisions_")[0]
+    out = Path(a.out or a.corpus)
+    stats = derive_levels(prepared, reference=a.reference, overwrite=a.overwrite,
+                          cache=out / "levels_egemaps.npz" if a.out else Path(a.corpus) / "levels_egemaps.npz",
+                          workers=a.workers)
+    save_prepared(prepared, out, corpus)
+    for k, c in stats["counts"].items():
+        print(f"{k}: " + ", ".join(f"{lv} {n}" for lv, n in c.items()))
+    print(f"levels of {stats['utterances']} utterances written to {out.resolve()}")
+    return 0
+
+
+def cmd_dual_info(a: argparse.Namespace) -> int:
+    import json
+
+    from emoslm.dual_info import DualInfoRun, evaluate, run_all
+    from emoslm.evaluation.dual_info import to_markdown, write_report
+
+    run = DualInfoRun(data=a.data, conversations=a.conversations, runs=a.runs,
+                      steps=tuple(int(x) for x in a.steps.split(",")), minutes=a.minutes,
+                      test_utterances=a.test_utterances, test_conversations=a.test_conversations,
+                      judge=a.judge, judge_base_url=a.judge_base_url, judge_model=a.judge_model, threads=a.threads,
+                      extra=a.set or [])
+    if a.what == "run":
+        res = run_all(run)
+    else:
+        models = dict(m.split("=", 1) if "=" in m else (Path(m).name, m) for m in a.models)
+        res = evaluate(run, models)
+        Path(a.runs).mkdir(parents=True, exist_ok=True)
+        (Path(a.runs) / "results.json").write_text(json.dumps(res, indent=1, default=str))
+        write_report(res, Path(a.runs) / "report.html")
+    print(to_markdown(res))
+    print(f"report: {(Path(a.runs) / 'report.html').resolve()}")
     return 0
 
 
@@ -289,6 +392,23 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--quiet", action="store_true")
     sd.set_defaults(fn=cmd_synth_dialogue)
 
+    scv = s.add_parser("conversations", help="dual-information conversation data (paper 002)")
+    scv.add_argument("--corpus", default="data/synth_demo", help="prepared corpus (lhotse manifests)")
+    scv.add_argument("--out", default=None, help="output folder (default: data/conversations_<preset>)")
+    scv.add_argument("--preset", default="demo", choices=["tiny", "demo"])
+    scv.add_argument("--backend", default="smollm2",
+                     help="reply writer: smollm2 (packaged, offline), tiny-llama, a local HF dir, or openai")
+    scv.add_argument("--base-url", default=None, help="openai backend: endpoint, e.g. http://host:8080/v1")
+    scv.add_argument("--model", default=None, help="openai backend: model name (key from $OPENAI_API_KEY)")
+    scv.add_argument("--seed", type=int, default=None)
+    scv.add_argument("--max-tokens", type=int, default=None, help="override the preset's reply length limit")
+    scv.add_argument("--context-style", default=None, choices=["styled", "plain"],
+                     help="earlier user turns in the context: with their captions (default) or words only")
+    scv.add_argument("--threads", type=int, default=None,
+                     help="torch threads (default: 2 for smollm2, 1 otherwise; 1 when the cores are shared)")
+    scv.add_argument("--quiet", action="store_true")
+    scv.set_defaults(fn=cmd_synth_conversations)
+
     from emoslm.corpora import CORPORA
 
     pr = sub.add_parser("prepare", help="lhotse manifests from a corpus on disk")
@@ -358,6 +478,61 @@ def build_parser() -> argparse.ArgumentParser:
     ak.add_argument("name", nargs="?", default=None, help="key name (create, revoke)")
     ak.add_argument("--data-dir", default="data/service")
     ak.set_defaults(fn=cmd_apikey)
+
+    sfd = s.add_parser("from-description", help="paper 001: an LLM-written, TTS-spoken corpus from a description")
+    sfd.add_argument("description", help="description YAML, or a packaged one: iemocap, msp_podcast, synth_target")
+    sfd.add_argument("--out", default=None, help="output folder (default: data/llm_<description>)")
+    sfd.add_argument("--n", type=int, default=200, help="utterances of the balanced corpus (default: 200)")
+    sfd.add_argument("--per-call", type=int, default=5, help="lines asked for in one LLM call")
+    sfd.add_argument("--temperature", type=float, default=0.8)
+    sfd.add_argument("--max-tokens", type=int, default=200)
+    sfd.add_argument("--max-minutes", type=float, default=None, help="time budget for new LLM calls")
+    sfd.add_argument("--backend", default="smollm2",
+                     help="writer: smollm2 (packaged, offline), tiny-llama, a local HF dir, or openai")
+    sfd.add_argument("--base-url", default=None, help="openai backend: endpoint, e.g. http://host:8080/v1")
+    sfd.add_argument("--model", default=None, help="openai backend: model name (key from $OPENAI_API_KEY)")
+    sfd.add_argument("--speakers", type=int, default=12, help="TTS speakers (espeak-ng voices)")
+    sfd.add_argument("--prosody", action="store_true", help="speak each line with its emotion's prosody, not neutral")
+    sfd.add_argument("--text-only", action="store_true", help="stop after the text")
+    sfd.add_argument("--seed", type=int, default=0)
+    sfd.add_argument("--workers", type=int, default=None, help="TTS processes (default: min(2, cores))")
+    sfd.add_argument("--threads", type=int, default=None, help="torch threads for the LLM (default: 2 for smollm2)")
+    sfd.add_argument("--quiet", action="store_true")
+    sfd.set_defaults(fn=cmd_synth_from_description)
+
+    zs = sub.add_parser("zeroshot", help="zero-shot SER from LLM-written corpora (paper 001)").add_subparsers(
+        dest="what", required=True)
+    zr = zs.add_parser("run", help="description -> text -> speech -> training -> zero-shot evaluation -> report")
+    zr.add_argument("--config", default="synth", help="zeroshot config: synth (embedded default), iemocap, "
+                                                      "msp_podcast, or a YAML file")
+    zr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    zr.add_argument("--quiet", action="store_true")
+    zr.set_defaults(fn=cmd_zeroshot_run)
+
+    lv = sub.add_parser("levels", help="pitch/energy/tempo levels of a prepared corpus, measured from its audio")
+    lv.add_argument("corpus", help="a prepared corpus (emoslm prepare)")
+    lv.add_argument("--out", default=None, help="write the manifests here (default: in place)")
+    lv.add_argument("--reference", default="train", help="the split whose terciles set the thresholds")
+    lv.add_argument("--overwrite", action="store_true", help="replace levels the corpus already has")
+    lv.add_argument("--workers", type=int, default=1)
+    lv.set_defaults(fn=cmd_levels)
+
+    di = sub.add_parser("dual-info", help="paper 002: the dual-information speech LM (train + Tables I, III, IV)")
+    di.add_argument("what", choices=["run", "eval"], help="run: data, three stages, evaluation; eval: --models only")
+    di.add_argument("--models", nargs="*", default=[], metavar="NAME=DIR", help="checkpoints to evaluate (eval)")
+    di.add_argument("--data", default="data/synth_demo")
+    di.add_argument("--conversations", default="data/conversations_demo")
+    di.add_argument("--runs", default="runs/dual_info")
+    di.add_argument("--steps", default="150,100,100", help="steps of stages 1, 2, 3")
+    di.add_argument("--minutes", type=float, default=12.0, help="time cap per stage")
+    di.add_argument("--test-utterances", type=int, default=40)
+    di.add_argument("--test-conversations", type=int, default=20)
+    di.add_argument("--judge", default="smollm2", help="smollm2 (packaged), a local model dir, or openai")
+    di.add_argument("--judge-base-url", default=None)
+    di.add_argument("--judge-model", default=None)
+    di.add_argument("--threads", type=int, default=2)
+    di.add_argument("--set", action="append", metavar="KEY=VALUE", help="recipe override for every stage")
+    di.set_defaults(fn=cmd_dual_info)
 
     i = sub.add_parser("info", help="what this installation has")
     i.set_defaults(fn=cmd_info)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from emoslm.config import load_config, packaged_configs
-from emoslm.recipes import classifier, echat, speech_lm
+from emoslm.recipes import classifier, dual_info, echat, speech_lm
 from emoslm.synth.corpus import PRESETS, synthesize_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def test_every_packaged_config_instantiates():
     names = packaged_configs()
     assert {"classifier_scratch", "speech_lm_stage1", "speech_lm_stage2", "speech_lm_smollm2"} <= set(names)
     schemas = {"classifier": classifier.ClassifierConfig, "echat": echat.EChatRecipeConfig,
-               "speech_lm": speech_lm.SpeechLMConfig}
+               "speech_lm": speech_lm.SpeechLMConfig, "dual_info": dual_info.DualInfoRecipeConfig}
     for name in names:
         cfg = load_config(next(c for prefix, c in schemas.items() if name.startswith(prefix)), name)
         assert cfg.train.max_steps > 0

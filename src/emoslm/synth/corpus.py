@@ -60,6 +60,14 @@ class CorpusConfig:
     p_alike: float = 0.25
     p_reversed: float = 0.25
     sentence_bank_size: int = 400
+    #: first sentence of the bank used (a second corpus with disjoint texts starts after the first's bank)
+    sentence_offset: int = 0
+    #: voices no speaker may use (a second corpus whose speakers must differ from another's)
+    exclude_voices: tuple[str, ...] = ()
+
+
+#: Fields whose default leaves the plan unchanged; left out of the cache key then, so existing corpora keep it.
+_KEY_OPTIONAL = {"sentence_offset": 0, "exclude_voices": ()}
 
 
 PRESETS: dict[str, CorpusConfig] = {
@@ -85,7 +93,8 @@ class UtterancePlan:
 
 
 def config_key(cfg: CorpusConfig, voices: Sequence[str]) -> str:
-    blob = json.dumps({"cfg": asdict(cfg), "voices": list(voices), "version": SYNTH_VERSION}, sort_keys=True)
+    d = {k: v for k, v in asdict(cfg).items() if k not in _KEY_OPTIONAL or v != _KEY_OPTIONAL[k]}
+    blob = json.dumps({"cfg": d, "voices": list(voices), "version": SYNTH_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -113,10 +122,19 @@ def plan_corpus(cfg: CorpusConfig) -> tuple[list[SpeakerProfile], list[Utterance
     rng = np.random.default_rng(cfg.seed)
     pools = _voice_pools(rng)
     mbrola = list(english_voices()[2])
+    if cfg.exclude_voices:
+        excluded = set(cfg.exclude_voices)
+        pools = {g: [v for v in pool if v[0] not in excluded] for g, pool in pools.items()}
+        mbrola = [v for v in mbrola if v.name not in excluded]
+        if not pools["M"] or not pools["F"]:
+            raise ValueError("exclude_voices leaves no espeak-ng voice of one gender")
     if not mbrola and cfg.mbrola_fraction > 0:
         log.warning("no English mbrola voice installed: all speakers use espeak-ng voices "
                     "(install mbrola-us1/us2/us3/en1 from Debian non-free for more timbre variety)")
-    bank = sentence_bank(cfg.sentence_bank_size)
+    bank = sentence_bank(cfg.sentence_offset + cfg.sentence_bank_size)[cfg.sentence_offset:]
+    if len(bank) < cfg.sentences_per_speaker:
+        raise ValueError(f"the sentence bank has {len(bank)} sentences from offset {cfg.sentence_offset}; "
+                         f"{cfg.sentences_per_speaker} per speaker are needed")
     speakers: list[SpeakerProfile] = []
     used = {"M": 0, "F": 0}
     genders = ["F" if i % 2 else "M" for i in range(cfg.n_speakers)]
@@ -205,6 +223,33 @@ def render_speaker(task: list[tuple[UtterancePlan, str]]) -> list[tuple[str, int
     return out
 
 
+def render_tasks(tasks: list[list[tuple[UtterancePlan, str]]], out: Path, workers: int, progress: bool = True,
+                 total: int | None = None, desc: str = "synthesising") -> dict[str, int]:
+    """Render speaker task lists (see :func:`render_speaker`) in ``workers`` fresh processes; return the number
+    of samples by utterance id. mbrola's messages go to ``out/synth_stderr.log``; any failure raises."""
+    from tqdm import tqdm
+
+    n_todo = sum(len(t) for t in tasks)
+    total = n_todo if total is None else total
+    n_samples: dict[str, int] = {}
+    errors: list[str] = []
+    bar = tqdm(total=total, initial=total - n_todo, desc=desc, unit="utt", disable=not progress)
+    ctx = mp.get_context("fork")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(str(out / "synth_stderr.log"),),
+                  maxtasksperchild=1) as pool:
+        for results in pool.imap_unordered(render_speaker, tasks):
+            for uid, n, err in results:
+                if err:
+                    errors.append(f"{uid}: {err}")
+                else:
+                    n_samples[uid] = n
+            bar.update(len(results))
+    bar.close()
+    if errors:
+        raise RuntimeError(f"{len(errors)} utterances failed to synthesise; first: {errors[0]}")
+    return n_samples
+
+
 def _existing_samples(path: Path) -> int | None:
     try:
         return int(sf.info(str(path)).frames) if path.is_file() else None
@@ -228,8 +273,6 @@ def synthesize_corpus(
     force: bool = False,
 ) -> dict[str, Any]:
     """Synthesise (or find already synthesised) a corpus; return its summary (also in ``summary.json``)."""
-    from tqdm import tqdm
-
     from emoslm.synth.tts import Espeak, english_voices
 
     cfg = PRESETS[preset] if isinstance(preset, str) else preset
@@ -274,22 +317,8 @@ def synthesize_corpus(
             tasks.append(items)
     n_todo = sum(len(t) for t in tasks)
     workers = workers or min(2, os.cpu_count() or 1)
-    errors: list[str] = []
-    bar = tqdm(total=len(utts), initial=len(utts) - n_todo, desc="synthesising", unit="utt", disable=not progress)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = mp.get_context("fork")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(str(out / "synth_stderr.log"),),
-                  maxtasksperchild=1) as pool:
-        for results in pool.imap_unordered(render_speaker, tasks):
-            for uid, n, err in results:
-                if err:
-                    errors.append(f"{uid}: {err}")
-                else:
-                    n_samples[uid] = n
-            bar.update(len(results))
-    bar.close()
-    if errors:
-        raise RuntimeError(f"{len(errors)} utterances failed to synthesise; first: {errors[0]}")
+    n_samples.update(render_tasks(tasks, out, workers, progress, total=len(utts)))
     render_seconds = time.perf_counter() - t0
 
     pitch_lv = _levels(np.array([u.params.pitch for u in utts], dtype=float))

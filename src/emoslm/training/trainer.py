@@ -45,6 +45,7 @@ class TrainArgs:
     warmup_steps: int = 50
     weight_decay: float = 0.0
     optimizer: str = "radam"  # paper 000 V-C; "adamw" for paper 002
+    schedule: str = "cosine"  # after warmup: cosine or linear decay to min_lr_ratio (paper 002: linear)
     grad_clip: float = 1.0
     eval_every: int = 200
     save_every: int = 200
@@ -137,6 +138,8 @@ class Trainer:
             self.opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
         else:
             raise ValueError(f"unknown optimizer {args.optimizer!r}")
+        if args.schedule not in ("cosine", "linear"):
+            raise ValueError(f"unknown learning-rate schedule {args.schedule!r} (cosine or linear)")
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
         self.step = 0
         self.best = -math.inf
@@ -151,6 +154,8 @@ class Trainer:
         if step < a.warmup_steps:
             return (step + 1) / a.warmup_steps
         frac = (step - a.warmup_steps) / max(1, a.max_steps - a.warmup_steps)
+        if a.schedule == "linear":
+            return a.min_lr_ratio + (1 - a.min_lr_ratio) * (1 - min(1.0, frac))
         return a.min_lr_ratio + (1 - a.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
     # ------------------------------------------------------------------------------------ checkpoints
