@@ -33,6 +33,7 @@ from emoslm.data.captions import style_caption
 from emoslm.data.speech_tasks import ASR_INSTRUCTIONS, ATTRIBUTE_TASKS, draw, system_message
 from emoslm.models.dual_info import SOURCES, DualInfoConfig, DualInfoSLM, Example
 from emoslm.models.frozen_speech import FeatureCache, build_frozen_encoder, frames_per_token
+from emoslm.training.trainer import best_checkpoint as _best_checkpoint
 from emoslm.training.trainer import TrainArgs, Trainer, rank_zero_first, start_run, write_run_config
 
 log = logging.getLogger(__name__)
@@ -263,8 +264,4 @@ def run(cfg: DualInfoRecipeConfig) -> dict:
 
 def best_checkpoint(out_dir: str | Path) -> Path:
     """The best (else last) model checkpoint of a run."""
-    for name in ("best", "last"):
-        p = Path(out_dir) / "checkpoints" / name / "model"
-        if (p / "model.safetensors").is_file():
-            return p
-    raise FileNotFoundError(f"{out_dir} has no dual-information checkpoint (checkpoints/best/model or last/model)")
+    return _best_checkpoint(out_dir, "dual-information")

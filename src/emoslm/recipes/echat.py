@@ -30,6 +30,7 @@ from emoslm.models.echat import (
     Sample,
 )
 from emoslm.synth.dialogue import load_manifest
+from emoslm.training.trainer import best_checkpoint as _best_checkpoint
 from emoslm.training.trainer import (
     TrainArgs,
     Trainer,
@@ -150,8 +151,4 @@ def run(cfg: EChatRecipeConfig) -> dict:
 
 def best_checkpoint(out_dir: str | Path) -> Path:
     """The best (else last) model checkpoint of a run."""
-    for name in ("best", "last"):
-        p = Path(out_dir) / "checkpoints" / name / "model"
-        if (p / "model.safetensors").is_file():
-            return p
-    raise FileNotFoundError(f"{out_dir} has no E-chat checkpoint (checkpoints/best/model or checkpoints/last/model)")
+    return _best_checkpoint(out_dir, "E-chat")

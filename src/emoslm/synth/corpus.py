@@ -250,6 +250,20 @@ def render_tasks(tasks: list[list[tuple[UtterancePlan, str]]], out: Path, worker
     return n_samples
 
 
+def pending_speakers(by_speaker: dict[str, list[tuple[UtterancePlan, str]]], force: bool,
+                     n_samples: dict[str, int]) -> list[list[tuple[UtterancePlan, str]]]:
+    """The speakers' task lists still to render: a speaker whose files all exist is kept (its sample counts go
+    to ``n_samples``) unless ``force``; any other is rendered again from its start (see :func:`render_speaker`)."""
+    tasks = []
+    for items in by_speaker.values():
+        have = [None if force else _existing_samples(Path(p)) for _, p in items]
+        if all(have):
+            n_samples.update({u.id: n for (u, _), n in zip(items, have)})
+        else:
+            tasks.append(items)
+    return tasks
+
+
 def _existing_samples(path: Path) -> int | None:
     try:
         return int(sf.info(str(path)).frames) if path.is_file() else None
@@ -308,13 +322,7 @@ def synthesize_corpus(
         by_speaker.setdefault(u.speaker, []).append((u, str(paths[u.id])))
     # resume: a speaker whose files are all there is kept; any other speaker is rendered again from its start
     # (the engine's state depends on the speaker's whole sequence, see render_speaker)
-    tasks = []
-    for spk, items in by_speaker.items():
-        have = [None if force else _existing_samples(Path(p)) for _, p in items]
-        if all(have):
-            n_samples.update({u.id: n for (u, _), n in zip(items, have)})
-        else:
-            tasks.append(items)
+    tasks = pending_speakers(by_speaker, force, n_samples)
     n_todo = sum(len(t) for t in tasks)
     workers = workers or min(2, os.cpu_count() or 1)
     out.mkdir(parents=True, exist_ok=True)

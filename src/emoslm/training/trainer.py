@@ -311,3 +311,12 @@ class Trainer:
         if self.rank == 0:
             (self.out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
         return summary
+
+
+def best_checkpoint(out_dir: str | Path, kind: str = "model") -> Path:
+    """The best (else the last) model checkpoint of a run: ``out_dir/checkpoints/{best,last}/model``."""
+    for name in ("best", "last"):
+        p = Path(out_dir) / "checkpoints" / name / "model"
+        if (p / "model.safetensors").is_file():
+            return p
+    raise FileNotFoundError(f"{out_dir} has no {kind} checkpoint (checkpoints/best/model or checkpoints/last/model)")

@@ -75,7 +75,7 @@ def render_speech(utterances: Sequence[dict[str, Any]], out_dir: str | Path, cor
 
     from emoslm.audio import TARGET_SR
     from emoslm.data.manifests import make_supervision, save_prepared, validate_prepared
-    from emoslm.synth.corpus import _existing_samples, render_tasks
+    from emoslm.synth.corpus import pending_speakers, render_tasks
 
     cfg = cfg or RenderConfig()
     if not utterances:
@@ -94,13 +94,7 @@ def render_speech(utterances: Sequence[dict[str, Any]], out_dir: str | Path, cor
     for p in plans:
         by_speaker.setdefault(p.speaker, []).append((p, str(paths[p.id])))
     n_samples: dict[str, int] = {}
-    tasks = []
-    for items in by_speaker.values():
-        have = [None if stale else _existing_samples(Path(path)) for _, path in items]
-        if all(have):
-            n_samples.update({p.id: n for (p, _), n in zip(items, have)})
-        else:
-            tasks.append(items)
+    tasks = pending_speakers(by_speaker, stale, n_samples)
     n_todo = sum(len(t) for t in tasks)
     if tasks:
         n_samples.update(render_tasks(tasks, out, cfg.workers or min(2, os.cpu_count() or 1), progress,
