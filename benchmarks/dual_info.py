@@ -30,6 +30,8 @@ def main() -> None:
     p.add_argument("--test-conversations", type=int, default=20)
     p.add_argument("--max-train-utterances", type=int, default=None)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--init-stage1", default=None, help="continue stage 1 from this checkpoint")
+    p.add_argument("--append", action="store_true", help="add this run's tables below the result file's")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override, every stage")
     a = p.parse_args()
 
@@ -39,7 +41,7 @@ def main() -> None:
     steps = tuple(int(x) for x in a.steps.split(","))
     run = DualInfoRun(runs=a.runs, steps=steps, minutes=a.minutes, test_utterances=a.test_utterances,
                       test_conversations=a.test_conversations, max_train_utterances=a.max_train_utterances,
-                      threads=a.threads, extra=a.set)
+                      threads=a.threads, extra=a.set, init_stage1=a.init_stage1)
     t0 = time.perf_counter()
     res = run_all(run)
     meta = res["meta"]
@@ -52,7 +54,10 @@ def main() -> None:
     text = "# Dual-information speech LM (paper 002)\n\n" + budget + "\n\n" + to_markdown(res)
     print(text)
     cmd = "python benchmarks/dual_info.py " + " ".join(sys.argv[1:])
-    write_result(Path(__file__).resolve().parent / "results" / "dual_info.md", text, cmd.strip())
+    p_out = Path(__file__).resolve().parent / "results" / "dual_info.md"
+    if a.append and p_out.is_file():  # keep the earlier runs' tables above this one
+        text = p_out.read_text().rstrip() + "\n\n" + text.replace("# Dual-information speech LM (paper 002)", "## Longer run")
+    write_result(p_out, text, cmd.strip())
 
 
 if __name__ == "__main__":

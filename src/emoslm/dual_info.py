@@ -38,6 +38,7 @@ class DualInfoRun:
     encoder: dict = field(default_factory=lambda: {"kind": "whisper", "model": "tiny.en"})
     llm: str = "smollm2"
     steps: tuple[int, int, int] = (150, 100, 100)
+    init_stage1: str | None = None  # continue stage 1 from a checkpoint (e.g. a shorter run's best)
     minutes: float | None = 12.0  # per stage
     batch_size: int = 8
     threads: int = 2
@@ -92,6 +93,8 @@ def train_stages(run: DualInfoRun) -> dict[int, dict[str, Any]]:
             overrides.append(f"max_train_utterances={run.max_train_utterances}")
         if stage > 1:
             overrides.append(f"init_from={recipe.best_checkpoint(runs / f'stage{stage - 1}')}")
+        elif run.init_stage1:
+            overrides.append(f"init_from={run.init_stage1}")
         cfg = load_config(recipe.DualInfoRecipeConfig, f"dual_info_stage{stage}", [*overrides, *run.extra])
         summaries[stage] = recipe.run(cfg)  # the trainer writes train_summary.json when the stage ends
     return summaries
