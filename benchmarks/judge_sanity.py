@@ -96,8 +96,8 @@ def main() -> None:
     seconds = time.perf_counter() - t0
 
     n = len(pairs)
-    recs = list(judge.cache.records.values())
-    per_output = float(np.mean([r["seconds"] for r in recs])) if recs else math.nan
+    recs = [r for r in judge.cache.records.values() if r.get("method", "generate") == judge.method]
+    per_output = float(np.mean([r["seconds"] for r in recs if "seconds" in r])) if recs else math.nan
     head = (f"Judge: `{judge.name}`, prompts `{a.prompts}`; {n} pairs from `{a.conversations}` ({a.split}); "
             f"{len(recs)} judge outputs, {per_output:.2f} s each when generated ({judge.cache.n_generated} generated "
             f"by this run in {seconds:.0f} s, the rest read from the cache).")
@@ -117,7 +117,7 @@ def main() -> None:
               "|---|---|---|---:|---:|"]
 
     def cell(v: float) -> str:
-        return "-" if math.isnan(v) else f"{v:g}"
+        return "-" if math.isnan(v) else f"{v:.3g}"
 
     def esc(t: str) -> str:
         return t.replace("|", "/").replace("\n", " ")[:70]

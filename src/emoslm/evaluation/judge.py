@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -252,10 +253,14 @@ class Judge:
         hit = self.cache.get(key)
         if hit is None:
             ranges = CS_RANGES if kind == "cs" else EGS_RANGES
+            t0 = time.perf_counter()
             scores, text = self.scorer.scores(messages, ranges)
+            dt = time.perf_counter() - t0
+            self.cache.n_generated += 1
+            self.cache.seconds_generating += dt
             hit = self.cache.put(key, {"backend": self.backend.name, "method": "probability",
                                        "judge_prompt": f"{self.prompts_version}/{kind}", "messages": messages,
-                                       "scores": scores, "text": text})
+                                       "scores": scores, "text": text, "seconds": round(dt, 3)})
         return hit
 
     def score(self, context: Sequence[Mapping[str, str]], user_turn: str, response: str) -> dict[str, Any]:
