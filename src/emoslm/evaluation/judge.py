@@ -19,6 +19,7 @@ after the judge's system message; the judge's instructions come first and the us
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -183,7 +184,7 @@ class ProbabilityScorer:
                 probs, past = self._step(self.enc(piece), past)
                 p = {d: float(probs[self.digit_ids[d]]) for d in range(10)}
                 if hi >= 10:  # split the mass of "1" between 1 and 10
-                    after_one, _ = self._step([self.digit_ids[1]], _copy_cache(past))
+                    after_one, _ = self._step([self.digit_ids[1]], copy.deepcopy(past))
                     q = float(after_one[self.zero_id])
                     q = q / (q + float(after_one[self.enc(",")[-1]]) + float(after_one[self.enc("}")[-1]]) + 1e-12)
                     p[10], p[1] = p[1] * q, p[1] * (1 - q)
@@ -200,12 +201,6 @@ class ProbabilityScorer:
                                          [self.digit_ids[best]] if best < 10 else
                                          [self.digit_ids[1], self.zero_id], past)
             return out, answer + "}"
-
-
-def _copy_cache(past):
-    import copy
-
-    return copy.deepcopy(past)
 
 
 class Judge:

@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -185,15 +185,16 @@ class FeatureCache:
         return self.dir / f"{safe}.npy"
 
     def get(self, uid: str, load_wave: Callable[[], np.ndarray]) -> np.ndarray:
+        """The utterance's frames (float16, as stored), computed and stored on the first call."""
         p = self.path(uid)
         if p.is_file():
             try:
-                return np.load(p).astype(np.float32)
+                return np.load(p)
             except (ValueError, OSError):
                 p.unlink(missing_ok=True)  # a torn file: compute again
-        feats = self.encoder(load_wave())
+        feats = self.encoder(load_wave()).astype(np.float16)  # as stored: a first run sees what a rerun reads
         tmp = p.with_name(p.name + ".tmp.npy")
-        np.save(tmp, feats.astype(np.float16))
+        np.save(tmp, feats)
         os.replace(tmp, p)
         return feats
 
@@ -207,8 +208,3 @@ class FeatureCache:
 def frames_per_token(frame_rate: float, target_hz: float = 10.0) -> int:
     """The linguistic adapter's ``k``: adjacent frames concatenated to reach about ``target_hz``."""
     return max(1, int(round(frame_rate / target_hz)))
-
-
-def iter_chunks(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), n):
-        yield items[i:i + n]

@@ -178,9 +178,10 @@ class DualInfoRecipe:
             self.model.load_weights(cfg.init_from)
         cache = FeatureCache(cfg.features, encoder)
 
-        def load():
-            train = load_utterances(cfg.data, "train", cfg.max_train_utterances, cfg.train.seed)
-            dev = load_utterances(cfg.data, "dev")
+        def load():  # only utterances that answer every task get their features computed
+            train = [u for u in load_utterances(cfg.data, "train", cfg.max_train_utterances, cfg.train.seed)
+                     if has_attributes(u, cfg.tasks)]
+            dev = [u for u in load_utterances(cfg.data, "dev") if has_attributes(u, cfg.tasks)]
             conv = {"train": [], "dev": []}
             if cfg.stage == 3:
                 from emoslm.synth.conversations import load_conversations
@@ -191,16 +192,14 @@ class DualInfoRecipe:
             return train, dev, conv, feats
 
         self.train_utts, self.dev_utts, self.conv, self.feats = rank_zero_first(load)
-        self.train_utts = [u for u in self.train_utts if has_attributes(u, cfg.tasks)]
         if not self.train_utts:
             raise ValueError(f"{cfg.data}: no training utterance has all of the attributes {cfg.tasks}")
         if cfg.stage == 3 and not self.conv["train"]:
             raise ValueError(f"{cfg.conversations} has no training conversations")
         rng = np.random.default_rng(cfg.train.seed + 1)
-        dev_utts = [u for u in self.dev_utts if has_attributes(u, cfg.tasks)]
         sides = ["p", "l"] if cfg.stage == 2 else [None]
-        self.dev_set = [self.draw(dev_utts, self.conv["dev"], rng, sides[i % len(sides)])
-                        for i in range(cfg.dev_examples)] if dev_utts else []
+        self.dev_set = [self.draw(self.dev_utts, self.conv["dev"], rng, sides[i % len(sides)])
+                        for i in range(cfg.dev_examples)] if self.dev_utts else []
 
     # one example of this stage's mixture
     def draw(self, utts: Sequence[Utterance], convs: Sequence[dict], rng: np.random.Generator,

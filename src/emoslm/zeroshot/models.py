@@ -93,11 +93,9 @@ class MiniLMText:
     name = "minilm"
 
     def __init__(self):
-        from sentence_transformers import SentenceTransformer
+        from emoslm.echat import SentenceSimilarity
 
-        from emoslm.echat import MINILM_PACKAGE, package_model_dir
-
-        self.model = SentenceTransformer(str(package_model_dir(*MINILM_PACKAGE)), device="cpu", local_files_only=True)
+        self.model = SentenceSimilarity().model  # the one place that locates the packaged model
 
     def __call__(self, utts: Sequence[Utt]) -> list[np.ndarray]:
         texts = []
