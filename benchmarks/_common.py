@@ -27,9 +27,11 @@ def machine_line() -> str:
 
 
 def write_result(path: str | Path, table: str, command: str) -> Path:
-    """Write a result file: the table, then how it was made."""
+    """Append a section to a result file: the table, then how it was made (earlier runs stay above it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    path.write_text(f"{table.rstrip()}\n\n---\nCommand: `{command}`  \nDate: {stamp}  \nMachine: {machine_line()}\n")
+    before = path.read_text().rstrip() + "\n\n" if path.is_file() else ""
+    path.write_text(f"{before}{table.rstrip()}\n\n---\nCommand: `{command}`  \nDate: {stamp}  \n"
+                    f"Machine: {machine_line()}\n")
     return path

@@ -1,6 +1,6 @@
 """The dual-information speech LM (paper 002) on the embedded data, in a bounded CPU budget.
 
-Runs :func:`emoslm.dual_info.run_all`: the demo corpus and conversations (cached), stages 1-3 on the frozen
+Runs :func:`emoslm.dual_info.pipeline.run_all`: the demo corpus and conversations (cached), stages 1-3 on the frozen
 packaged Whisper tiny.en encoder and the frozen packaged SmolLM2-135M-Instruct (each stage capped at its step
 count and ``--minutes``), then Tables I, III and IV for the stage-1 and final models, with the packaged SmolLM2
 as the judge. Writes ``runs/dual_info/report.html``, ``runs/dual_info/results.json`` and
@@ -31,12 +31,11 @@ def main() -> None:
     p.add_argument("--max-train-utterances", type=int, default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--init-stage1", default=None, help="continue stage 1 from this checkpoint")
-    p.add_argument("--append", action="store_true", help="add this run's tables below the result file's")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override, every stage")
     a = p.parse_args()
 
-    from emoslm.dual_info import DualInfoRun, run_all
-    from emoslm.evaluation.dual_info import to_markdown
+    from emoslm.dual_info.pipeline import DualInfoRun, run_all
+    from emoslm.dual_info.evaluation import to_markdown
 
     steps = tuple(int(x) for x in a.steps.split(","))
     run = DualInfoRun(runs=a.runs, steps=steps, minutes=a.minutes, test_utterances=a.test_utterances,
@@ -55,8 +54,6 @@ def main() -> None:
     print(text)
     cmd = "python benchmarks/dual_info.py " + " ".join(sys.argv[1:])
     p_out = Path(__file__).resolve().parent / "results" / "dual_info.md"
-    if a.append and p_out.is_file():  # keep the earlier runs' tables above this one
-        text = p_out.read_text().rstrip() + "\n\n" + text.replace("# Dual-information speech LM (paper 002)", "## Longer run")
     write_result(p_out, text, cmd.strip())
 
 

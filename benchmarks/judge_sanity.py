@@ -57,10 +57,10 @@ def compare(a: float, b: float) -> str:
 
 
 def main() -> None:
-    from emoslm.evaluation.judge import METRICS, Judge
-    from emoslm.models.threads import set_torch_threads
-    from emoslm.synth.conversations import load_conversations
-    from emoslm.synth.dialogue import load_backend
+    from emoslm.dual_info.judge import METRICS, Judge
+    from emoslm.threads import set_torch_threads
+    from emoslm.dual_info.conversations import load_conversations
+    from emoslm.models.text_llm import load_backend
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--conversations", default="data/conversations_demo")

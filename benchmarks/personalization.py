@@ -29,7 +29,7 @@ def latency_table(bundle: Path, corpus: Path, n_queries: int, threads: int = 1) 
 
     from emoslm.audio import load_audio
     from emoslm.data.manifests import emotion_of, load_prepared
-    from emoslm.inference import EmotionRecognizer
+    from emoslm.personalization.inference import EmotionRecognizer
 
     torch.set_num_threads(threads)
     rec = EmotionRecognizer.load(bundle, threads=threads)
@@ -76,7 +76,7 @@ def latency_table(bundle: Path, corpus: Path, n_queries: int, threads: int = 1) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="demo")
-    ap.add_argument("--profile", default="long", help="training schedule of emoslm.pipelines.PROFILES")
+    ap.add_argument("--profile", default="long", help="training schedule of emoslm.personalization.pipeline.PROFILES")
     ap.add_argument("--runs", default=None)
     ap.add_argument("--data", default="data")
     ap.add_argument("--queries", type=int, default=100)
@@ -88,7 +88,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     if not args.skip_train:
-        from emoslm.pipelines import run_personalization_demo
+        from emoslm.personalization.pipeline import run_personalization_demo
 
         run_personalization_demo(args.data, runs, preset=args.preset, profile=args.profile, progress=False)
     report = (runs / "eval" / "report.md").read_text()

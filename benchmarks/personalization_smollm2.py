@@ -37,10 +37,10 @@ def main() -> None:
     from emoslm.config import load_config
     from emoslm.data.episodes import EpisodeList, EpisodeSampler
     from emoslm.data.augment import SpeakerStyle
-    from emoslm.evaluation.icl import evaluate_episodes
-    from emoslm.models.icl import SpeechICLModel
-    from emoslm.recipes import speech_lm
-    from emoslm.recipes.data import EncodedStore, SERData
+    from emoslm.personalization.scoring import evaluate_episodes
+    from emoslm.personalization.model import SpeechICLModel
+    from emoslm.personalization import speech_lm
+    from emoslm.personalization.data import EncodedStore, SERData
 
     enc = str(Path(args.runs) / "relative" / "encoder")
     cfg = load_config(speech_lm.SpeechLMConfig, "speech_lm_smollm2", [

@@ -69,7 +69,7 @@ def _run(name: str, by_speaker: dict[str, list[C.UtterancePlan]], workers: int, 
             audio = sum(pool.map(_program, [it for t in tasks for it in t], chunksize=16))
     else:  # the corpus's own scheme: one fresh process per speaker (see emoslm.synth.corpus.render_speaker)
         fn = _pipeline_speaker if name == "emoslm pipeline" else _library_speaker
-        with ctx.Pool(workers, initializer=C._init_worker, initargs=(str(out / "stderr.log"),),
+        with ctx.Pool(workers, initializer=C.init_worker, initargs=(str(out / "stderr.log"),),
                       maxtasksperchild=1) as pool:
             audio = sum(pool.imap_unordered(fn, tasks))
     return time.perf_counter() - t0, audio

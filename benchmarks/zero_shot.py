@@ -1,6 +1,6 @@
 """Zero-shot SER from an LLM-written, TTS-rendered corpus (paper 001) on the embedded default, in a bounded budget.
 
-Runs ``emoslm zeroshot run`` (config ``zeroshot/synth``): the packaged SmolLM2-135M writes labelled lines from the
+Runs ``emoslm run zeroshot`` (config ``synth``): the packaged SmolLM2-135M writes labelled lines from the
 description of the synthetic target (``descriptions/synth_target.yaml``) within ``--max-minutes``; espeak-ng
 speaks them (neutral, and with the synthetic corpus's emotional prosody); MiniLM (text), Whisper tiny.en and
 eGeMAPS (speech) heads are trained on that alone, and on a second synthetic corpus standing in for a real source;

@@ -8,9 +8,9 @@ import soundfile as sf
 import torch
 
 from emoslm.errors import AudioError, EpisodeError, LabelError
-from emoslm.inference import EmotionRecognizer, save_bundle
+from emoslm.personalization.inference import EmotionRecognizer, save_bundle
 from emoslm.models.encoders import fbank_encoder
-from emoslm.models.icl import SpeechICLConfig, SpeechICLModel
+from emoslm.personalization.model import SpeechICLConfig, SpeechICLModel
 
 QF = {"n_queries": 3, "d_model": 32, "n_layers": 1, "n_heads": 4, "d_ff": 64, "dropout": 0.0}
 
@@ -86,7 +86,7 @@ def test_shipped_models_load_and_personalise(tmp_path):
     import json
 
     from emoslm.models.encoders import SERClassifier
-    from emoslm.pipelines import SHIPPED_CHECKPOINTS, _done
+    from emoslm.personalization.pipeline import SHIPPED_CHECKPOINTS, _done
 
     for step in ("relative", "stage2"):
         assert _done(SHIPPED_CHECKPOINTS / step), f"{step} is not a complete run folder"

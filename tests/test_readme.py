@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
+
+import pytest
+
+from emoslm.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,3 +45,57 @@ def test_main_command_runs_on_the_embedded_default(tmp_path):
     html = (tmp_path / "runs" / "eval" / "report.html").read_text()
     assert "data:image/png;base64" in html
     assert (tmp_path / "runs" / "bundle" / "speech_lm" / "model.safetensors").is_file()
+
+
+def _bash_blocks(text: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", text, re.S)
+
+
+def readme_emoslm_commands() -> list[str]:
+    """Every ``emoslm ...`` command in the README's bash blocks (continuations joined, ``&&`` chains split,
+    comments dropped)."""
+    out = []
+    for block in _bash_blocks((ROOT / "README.md").read_text()):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in line.split("#", 1)[0].split("&&"):
+                words = part.split()
+                if words[:1] == ["emoslm"]:
+                    out.append(" ".join(words))
+    return out
+
+
+def test_readme_shows_the_commands_of_each_paper():
+    cmds = readme_emoslm_commands()
+    for paper in ("personalization", "zeroshot", "dual_info", "echat"):
+        assert any(c.startswith(f"emoslm run {paper}") for c in cmds), paper
+
+
+@pytest.mark.parametrize("cmd", readme_emoslm_commands())
+def test_every_readme_command_is_accepted_by_the_cli(cmd, capsys):
+    """argparse must accept each README command as written: with ``--help`` appended it prints the sub-command's
+    help and exits 0 (a misspelt option, a wrong choice or a missing argument exits 2 before reaching it)."""
+    argv = shlex.split(cmd)[1:] + ["--help"]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0, capsys.readouterr().err[-500:]
+
+
+def _python_imports() -> list[tuple[str, str | None]]:
+    text = (ROOT / "README.md").read_text()
+    out = []
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        for node in ast.walk(ast.parse(block)):
+            if isinstance(node, ast.ImportFrom):
+                out += [(node.module, a.name) for a in node.names]
+            elif isinstance(node, ast.Import):
+                out += [(a.name, None) for a in node.names]
+    return out
+
+
+def test_readme_python_snippets_import():
+    imports = _python_imports()
+    assert ("emoslm.inference", "EmotionRecognizer") in imports and ("emoslm.echat", "EChat") in imports
+    for module, name in imports:
+        mod = importlib.import_module(module)
+        if name is not None:
+            assert hasattr(mod, name), f"{module}.{name}"

@@ -7,7 +7,7 @@ import pytest
 from rich.console import Console
 
 from emoslm.metrics import INVALID, evaluate
-from emoslm.report import (
+from emoslm.personalization.report import (
     Results, RunMetadata, bootstrap_ci, canonical_setting, entry_key, figure_png, parse_key, plot_confusion,
     plot_ua_vs_k, render_terminal, to_markdown, write_html,
 )

@@ -1,6 +1,8 @@
 """The ``emoslm`` command line. Each sub-command is a thin wrapper over a function of the Python API.
 
-    emoslm demo                                   the main job on the embedded default data
+    emoslm demo                                   the main job on the embedded default data (= run personalization)
+    emoslm run PAPER [--profile tiny|demo|long]   a paper end to end: personalization, zeroshot, dual_info, echat
+    emoslm train RECIPE --config NAME             one training recipe (the registry: emoslm.registry)
     emoslm synth corpus --preset demo --out DIR   synthesise the emotional speech corpus
     emoslm synth dialogue --preset demo --out DIR E-chat dialogue data (question, response, emotion, speech)
     emoslm synth conversations --corpus DIR       dual-information conversations (paper 002)
@@ -11,7 +13,6 @@
     emoslm info                                   what this installation has (voices, backends)
     emoslm serve --host H --port P                the emotion-aware voice service (API keys: emoslm apikey)
     emoslm synth from-description DESC.yaml       paper 001: an LLM-written, TTS-spoken corpus from a description
-    emoslm zeroshot run [--config synth]          paper 001 end to end: zero-shot SER, WA/UA table
 """
 
 from __future__ import annotations
@@ -24,17 +25,45 @@ from pathlib import Path
 from emoslm.errors import EmoslmError
 
 
-def _kv(items: list[str] | None) -> dict[str, object]:
-    """``--opt key=value`` pairs; values parsed as YAML scalars (numbers, booleans, lists)."""
+def _set_pairs(items: list[str] | None) -> dict[str, object]:
+    """``--set key=value`` pairs as keyword arguments; values parsed as YAML scalars (numbers, booleans, lists)."""
     import yaml
 
     out: dict[str, object] = {}
     for item in items or []:
         if "=" not in item:
-            raise EmoslmError(f"--opt expects key=value, got {item!r}")
+            raise EmoslmError(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
         out[k.replace("-", "_")] = yaml.safe_load(v)
     return out
+
+
+# ------------------------------------------------------------------------------------------ option groups
+# Options that several commands share are defined once here.
+
+
+def add_progress_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_set_option(p: argparse.ArgumentParser, what: str = "a config value") -> None:
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=f"override {what} (repeatable)")
+
+
+def add_threads_option(p: argparse.ArgumentParser, default: int | None, what: str = "torch threads") -> None:
+    p.add_argument("--threads", type=int, default=default, help=f"{what} (default: {default or 'auto'})")
+
+
+def add_backend_options(p: argparse.ArgumentParser, role: str, prefix: str = "") -> None:
+    """``--backend/--base-url/--model`` (``--judge``, ``--judge-base-url``, ``--judge-model`` with a prefix): the
+    text LLM that writes (or judges), :func:`emoslm.models.text_llm.load_backend`."""
+    flag = f"--{prefix}" if prefix else "--backend"
+    p.add_argument(flag, default="smollm2",
+                   help=f"{role}: smollm2 (packaged, offline), tiny-llama, a local HF dir, or openai")
+    p.add_argument(f"--{prefix + '-' if prefix else ''}base-url", default=None,
+                   help="openai backend: endpoint, e.g. http://host:8080/v1")
+    p.add_argument(f"--{prefix + '-' if prefix else ''}model", default=None,
+                   help="openai backend: model name (key from $OPENAI_API_KEY)")
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -52,7 +81,8 @@ def cmd_synth_corpus(a: argparse.Namespace) -> int:
 
 
 def cmd_synth_dialogue(a: argparse.Namespace) -> int:
-    from emoslm.synth.dialogue import build_dialogue_dataset, load_backend
+    from emoslm.echat.dialogue import build_dialogue_dataset
+    from emoslm.models.text_llm import load_backend
 
     out = a.out or f"data/echat_{a.preset}"
     stats = build_dialogue_dataset(out, a.preset, backend=load_backend(a.backend, a.base_url, a.model),
@@ -65,9 +95,9 @@ def cmd_synth_dialogue(a: argparse.Namespace) -> int:
 
 
 def cmd_synth_conversations(a: argparse.Namespace) -> int:
-    from emoslm.models.threads import set_torch_threads
-    from emoslm.synth.conversations import build_conversations
-    from emoslm.synth.dialogue import load_backend
+    from emoslm.threads import set_torch_threads
+    from emoslm.dual_info.conversations import build_conversations
+    from emoslm.models.text_llm import load_backend
 
     set_torch_threads(a.threads, a.backend)
     backend = load_backend(a.backend, a.base_url, a.model)
@@ -94,7 +124,7 @@ def cmd_chat(a: argparse.Namespace) -> int:
 def cmd_prepare(a: argparse.Namespace) -> int:
     from emoslm.corpora import prepare
 
-    prepared = prepare(a.corpus, a.corpus_dir, a.out_dir, **_kv(a.opt))
+    prepared = prepare(a.corpus, a.corpus_dir, a.out_dir, **_set_pairs(a.set))
     for split, parts in prepared.items():
         sups = parts["supervisions"]
         print(f"{split}: {len(sups)} utterances, {len({s.speaker for s in sups})} speakers")
@@ -134,28 +164,57 @@ def cmd_features_fbank(a: argparse.Namespace) -> int:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     """The main job on the embedded default: synthesise, train paper 000's models, evaluate, report."""
-    from emoslm.pipelines import run_personalization_demo
+    from emoslm.personalization.pipeline import PersonalizationRun, run
+    from emoslm.synth.corpus import print_summary, synthesize_corpus
 
     if a.synth_only:
-        from emoslm.synth.corpus import print_summary, synthesize_corpus
-
         print_summary(synthesize_corpus(Path(a.out) / f"synth_{a.preset}", a.preset, workers=a.workers,
                                         progress=not a.quiet))
         return 0
-    from emoslm.pipelines import SHIPPED_CHECKPOINTS
+    run(PersonalizationRun(out=a.out, runs=a.runs, preset=a.preset, profile=a.profile, workers=a.workers,
+                           checkpoints=a.checkpoints, train_all=a.train_all, progress=not a.quiet))
+    return 0
 
-    checkpoints = a.checkpoints
-    if checkpoints is None and not a.train_all and a.preset == "demo" and a.profile in (None, "demo"):
-        checkpoints = SHIPPED_CHECKPOINTS  # the long-trained encoder and MetaICL model (see its README)
-    run_personalization_demo(a.out, a.runs or f"runs/{a.profile or a.preset}", preset=a.preset, workers=a.workers,
-                             profile=a.profile, checkpoints=checkpoints, progress=not a.quiet)
+
+def cmd_run(a: argparse.Namespace) -> int:
+    """A paper end to end, from the recipe registry: the config, then the profile, then ``--set`` overrides."""
+    from emoslm import registry
+
+    recipe = registry.PAPERS[a.paper]
+    overrides = list(a.set or [])
+    if a.quiet:
+        overrides.append("progress=false")
+    cfg = recipe.config(a.profile, a.config, overrides)
+    if a.paper == "echat":  # the cascade's SER model: paper 000's bundle, when one has been made
+        from emoslm.echat.pipeline import run, summary_markdown
+        from emoslm.personalization.inference import EmotionRecognizer
+
+        bundle = Path(cfg.ser_bundle) if cfg.ser_bundle else None
+        recognizer = EmotionRecognizer.load(bundle, threads=cfg.threads) if bundle and bundle.is_dir() else None
+        if bundle and recognizer is None:
+            print(f"no SER bundle at {bundle} (make demo writes one): the cascade is not run")
+        print(summary_markdown(run(cfg, recognizer), cfg))
+    elif a.paper == "dual_info":
+        from emoslm.dual_info.evaluation import to_markdown
+
+        print(to_markdown(recipe.run(cfg)))
+        print(f"report: {(Path(cfg.runs) / 'report.html').resolve()}")
+    elif a.paper == "zeroshot":
+        from emoslm.zeroshot.pipeline import results_table
+
+        summary = recipe.run(cfg)
+        print(results_table(summary))
+        print(f"total {summary['timing']['total']:.0f} s; report {Path(cfg.out_dir).resolve() / 'report.md'} "
+              "(and .html)")
+    else:  # personalization prints its own tables
+        recipe.run(cfg)
     return 0
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
     """Re-evaluate trained models of a demo-style runs folder and write the report."""
-    from emoslm.evaluation.personalization import EvalPlan, run_eval, write_report
-    from emoslm.pipelines import demo_models
+    from emoslm.personalization.evaluation import EvalPlan, run_eval, write_report
+    from emoslm.personalization.pipeline import demo_models
 
     root = Path(a.runs)
     classifiers, icl, _ = demo_models(root, existing_only=True)
@@ -170,7 +229,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
 def cmd_predict(a: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from emoslm.inference import EmotionRecognizer
+    from emoslm.personalization.inference import EmotionRecognizer
 
     rec = EmotionRecognizer.load(a.bundle)
     pairs = []
@@ -223,8 +282,8 @@ def cmd_apikey(a: argparse.Namespace) -> int:
 
 def cmd_synth_from_description(a: argparse.Namespace) -> int:
     """Paper 001's corpus: an LLM writes labelled lines from a corpus description, TTS speaks them."""
-    from emoslm.models.threads import set_torch_threads
-    from emoslm.synth.dialogue import load_backend
+    from emoslm.threads import set_torch_threads
+    from emoslm.models.text_llm import load_backend
     from emoslm.zeroshot.description import load_description
     from emoslm.zeroshot.generate import GenerationConfig, generate_utterances
     from emoslm.zeroshot.render import RenderConfig, render_speech
@@ -250,35 +309,15 @@ def cmd_synth_from_description(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_zeroshot_run(a: argparse.Namespace) -> int:
-    """Paper 001 end to end: description -> text -> speech -> training -> zero-shot evaluation -> report."""
-    from emoslm.zeroshot.pipeline import load_zeroshot_config, results_table, run_zeroshot
-
-    cfg = load_zeroshot_config(a.config, a.set)
-    summary = run_zeroshot(cfg, progress=not a.quiet)
-    print(results_table(summary))
-    print(f"total {summary['timing']['total']:.0f} s; report {Path(cfg.out_dir).resolve() / 'report.md'} (and .html)")
-    return 0
-
-
-RECIPES = {
-    "classifier": ("emoslm.recipes.classifier", "ClassifierConfig"),
-    "dual_info": ("emoslm.recipes.dual_info", "DualInfoRecipeConfig"),
-    "echat": ("emoslm.recipes.echat", "EChatRecipeConfig"),
-    "speech_lm": ("emoslm.recipes.speech_lm", "SpeechLMConfig"),
-}
-
-
 def cmd_train(a: argparse.Namespace) -> int:
-    import importlib
+    """One training recipe of the registry, with a packaged config (or a YAML file) and ``--set`` overrides."""
+    import os
 
-    from emoslm.config import load_config
+    from emoslm import registry
 
-    module_name, cfg_name = RECIPES[a.recipe]
-    module = importlib.import_module(module_name)
-    cfg = load_config(getattr(module, cfg_name), a.config, a.set)
-    summary = module.run(cfg)
-    if summary.get("world", 1) == 1 or int(__import__("os").environ.get("RANK", "0")) == 0:
+    recipe = registry.TRAINING[a.recipe]
+    summary = recipe.run(recipe.config(a.profile, a.config, a.set))
+    if summary.get("world", 1) == 1 or int(os.environ.get("RANK", "0")) == 0:
         print(f"{a.recipe}: {summary['steps']} steps in {summary['seconds']} s, best dev score {summary['best_score']:.4f}")
     return 0
 
@@ -303,22 +342,22 @@ def cmd_levels(a: argparse.Namespace) -> int:
 def cmd_dual_info(a: argparse.Namespace) -> int:
     import json
 
-    from emoslm.dual_info import DualInfoRun, evaluate, run_all
-    from emoslm.evaluation.dual_info import to_markdown, write_report
+    from emoslm.dual_info.evaluation import to_markdown, write_report
+    from emoslm.dual_info.pipeline import DualInfoRun, evaluate
 
     run = DualInfoRun(data=a.data, conversations=a.conversations, runs=a.runs,
                       steps=tuple(int(x) for x in a.steps.split(",")), minutes=a.minutes,
                       test_utterances=a.test_utterances, test_conversations=a.test_conversations,
                       judge=a.judge, judge_base_url=a.judge_base_url, judge_model=a.judge_model, threads=a.threads,
                       extra=a.set or [])
-    if a.what == "run":
-        res = run_all(run)
-    else:
-        models = dict(m.split("=", 1) if "=" in m else (Path(m).name, m) for m in a.models)
-        res = evaluate(run, models)
-        Path(a.runs).mkdir(parents=True, exist_ok=True)
-        (Path(a.runs) / "results.json").write_text(json.dumps(res, indent=1, default=str))
-        write_report(res, Path(a.runs) / "report.html")
+    models = dict(m.split("=", 1) if "=" in m else (Path(m).name, m) for m in a.models)
+    if not models:
+        raise EmoslmError("emoslm dual-info eval needs --models NAME=DIR ... (to train and evaluate: "
+                          "emoslm run dual_info)")
+    res = evaluate(run, models)
+    Path(a.runs).mkdir(parents=True, exist_ok=True)
+    (Path(a.runs) / "results.json").write_text(json.dumps(res, indent=1, default=str))
+    write_report(res, Path(a.runs) / "report.html")
     print(to_markdown(res))
     print(f"report: {(Path(a.runs) / 'report.html').resolve()}")
     return 0
@@ -339,6 +378,9 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from emoslm import registry
+    from emoslm.corpora import CORPORA
+
     p = argparse.ArgumentParser(prog="emoslm", description="Emotion-aware speech language models.")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = p.add_subparsers(dest="command", required=True)
@@ -355,8 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "preset and profile: the shipped speaker-relative encoder and MetaICL model)")
     d.add_argument("--train-all", action="store_true", help="train every model, the shipped ones included")
     d.add_argument("--synth-only", action="store_true", help="only synthesise the corpus and summarise it")
-    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_option(d)
     d.set_defaults(fn=cmd_demo)
+
+    r = sub.add_parser("run", help="a paper end to end (the recipe registry's pipelines)")
+    r.add_argument("paper", choices=list(registry.PAPERS),
+                   help="personalization (000), zeroshot (001), dual_info (002), echat (003)")
+    r.add_argument("--config", default=None, help="packaged config name or YAML file (default: the paper's own)")
+    r.add_argument("--profile", default="demo", choices=list(registry.PROFILES),
+                   help="tiny: seconds on tiny data (smoke test); demo: the README's budget; long: the benchmark's")
+    add_set_option(r)
+    add_progress_option(r)
+    r.set_defaults(fn=cmd_run)
 
     ev = sub.add_parser("eval", help="evaluate trained models (Tables II-IV) and write the report")
     ev.add_argument("--runs", default="runs/demo", help="a demo-style runs folder")
@@ -364,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="report folder (default: RUNS/eval)")
     ev.add_argument("--decode", default="score", choices=["score", "beam"])
     ev.add_argument("--no-peer", action="store_true", help="skip the eGeMAPS peer")
-    ev.add_argument("--quiet", action="store_true")
+    add_progress_option(ev)
     ev.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("synth", help="synthesise data").add_subparsers(dest="what", required=True)
@@ -375,47 +427,38 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--speakers", type=int, default=None, help="override the preset's number of speakers")
     sc.add_argument("--workers", type=int, default=None, help="parallel processes (default: min(2, cores))")
     sc.add_argument("--force", action="store_true", help="synthesise again even if the output is there")
-    sc.add_argument("--quiet", action="store_true")
+    add_progress_option(sc)
     sc.set_defaults(fn=cmd_synth_corpus)
 
     sd = s.add_parser("dialogue", help="E-chat200-style emotional dialogue data (paper 003)")
     sd.add_argument("--preset", default="demo", choices=["tiny", "demo", "full"])
     sd.add_argument("--out", default=None, help="output folder (default: data/echat_<preset>)")
-    sd.add_argument("--backend", default="smollm2",
-                    help="response writer: smollm2 (packaged, offline), tiny-llama, a local HF dir, or openai")
-    sd.add_argument("--base-url", default=None, help="openai backend: endpoint, e.g. http://host:8080/v1")
-    sd.add_argument("--model", default=None, help="openai backend: model name (key from $OPENAI_API_KEY)")
+    add_backend_options(sd, "response writer")
     sd.add_argument("--questions", type=int, default=None, help="override the preset's number of questions")
     sd.add_argument("--speakers", type=int, default=None, help="override the preset's number of speakers")
     sd.add_argument("--seed", type=int, default=None)
     sd.add_argument("--workers", type=int, default=None, help="TTS processes (default: min(2, cores))")
-    sd.add_argument("--quiet", action="store_true")
+    add_progress_option(sd)
     sd.set_defaults(fn=cmd_synth_dialogue)
 
     scv = s.add_parser("conversations", help="dual-information conversation data (paper 002)")
     scv.add_argument("--corpus", default="data/synth_demo", help="prepared corpus (lhotse manifests)")
     scv.add_argument("--out", default=None, help="output folder (default: data/conversations_<preset>)")
     scv.add_argument("--preset", default="demo", choices=["tiny", "demo"])
-    scv.add_argument("--backend", default="smollm2",
-                     help="reply writer: smollm2 (packaged, offline), tiny-llama, a local HF dir, or openai")
-    scv.add_argument("--base-url", default=None, help="openai backend: endpoint, e.g. http://host:8080/v1")
-    scv.add_argument("--model", default=None, help="openai backend: model name (key from $OPENAI_API_KEY)")
+    add_backend_options(scv, "reply writer")
     scv.add_argument("--seed", type=int, default=None)
     scv.add_argument("--max-tokens", type=int, default=None, help="override the preset's reply length limit")
     scv.add_argument("--context-style", default=None, choices=["styled", "plain"],
                      help="earlier user turns in the context: with their captions (default) or words only")
-    scv.add_argument("--threads", type=int, default=None,
-                     help="torch threads (default: 2 for smollm2, 1 otherwise; 1 when the cores are shared)")
-    scv.add_argument("--quiet", action="store_true")
+    add_threads_option(scv, None, "torch threads (auto: 2 for smollm2, 1 otherwise; 1 when the cores are shared)")
+    add_progress_option(scv)
     scv.set_defaults(fn=cmd_synth_conversations)
-
-    from emoslm.corpora import CORPORA
 
     pr = sub.add_parser("prepare", help="lhotse manifests from a corpus on disk")
     pr.add_argument("corpus", choices=sorted(CORPORA))
     pr.add_argument("corpus_dir")
     pr.add_argument("out_dir")
-    pr.add_argument("--opt", action="append", metavar="KEY=VALUE", help="corpus-specific option (repeatable)")
+    add_set_option(pr, "a corpus-specific option")
     pr.set_defaults(fn=cmd_prepare)
 
     m = sub.add_parser("manifest", help="flat CSV/JSONL tables").add_subparsers(dest="what", required=True)
@@ -454,9 +497,12 @@ def build_parser() -> argparse.ArgumentParser:
     ch.set_defaults(fn=cmd_chat)
 
     t = sub.add_parser("train", help="run a training recipe")
-    t.add_argument("recipe", choices=sorted(RECIPES))
-    t.add_argument("--config", default=None, help="YAML config (the recipe's dataclass is the schema)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    t.add_argument("recipe", choices=sorted(registry.TRAINING))
+    t.add_argument("--config", default=None, help="packaged config name or YAML file (the recipe's dataclass is the "
+                                                  "schema; default: the recipe's first config)")
+    t.add_argument("--profile", default="demo", choices=list(registry.PROFILES),
+                   help="tiny: a few steps on data/tiny (smoke test); demo: the config as it is")
+    add_set_option(t)
     t.set_defaults(fn=cmd_train)
 
     sv = sub.add_parser("serve", help="the emotion-aware voice service (HTTP API, chat, web page)")
@@ -469,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="E-chat checkpoint: answers chat turns that carry audio (text turns keep --llm)")
     sv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body")
     sv.add_argument("--max-seconds", type=float, default=30.0, help="longest audio")
-    sv.add_argument("--threads", type=int, default=2, help="torch threads")
+    add_threads_option(sv, 2)
     sv.add_argument("--quiet", action="store_true", help="log warnings only")
     sv.set_defaults(fn=cmd_serve)
 
@@ -487,27 +533,15 @@ def build_parser() -> argparse.ArgumentParser:
     sfd.add_argument("--temperature", type=float, default=0.8)
     sfd.add_argument("--max-tokens", type=int, default=200)
     sfd.add_argument("--max-minutes", type=float, default=None, help="time budget for new LLM calls")
-    sfd.add_argument("--backend", default="smollm2",
-                     help="writer: smollm2 (packaged, offline), tiny-llama, a local HF dir, or openai")
-    sfd.add_argument("--base-url", default=None, help="openai backend: endpoint, e.g. http://host:8080/v1")
-    sfd.add_argument("--model", default=None, help="openai backend: model name (key from $OPENAI_API_KEY)")
+    add_backend_options(sfd, "writer")
     sfd.add_argument("--speakers", type=int, default=12, help="TTS speakers (espeak-ng voices)")
     sfd.add_argument("--prosody", action="store_true", help="speak each line with its emotion's prosody, not neutral")
     sfd.add_argument("--text-only", action="store_true", help="stop after the text")
     sfd.add_argument("--seed", type=int, default=0)
     sfd.add_argument("--workers", type=int, default=None, help="TTS processes (default: min(2, cores))")
-    sfd.add_argument("--threads", type=int, default=None, help="torch threads for the LLM (default: 2 for smollm2)")
-    sfd.add_argument("--quiet", action="store_true")
+    add_threads_option(sfd, None, "torch threads for the LLM (auto: 2 for smollm2)")
+    add_progress_option(sfd)
     sfd.set_defaults(fn=cmd_synth_from_description)
-
-    zs = sub.add_parser("zeroshot", help="zero-shot SER from LLM-written corpora (paper 001)").add_subparsers(
-        dest="what", required=True)
-    zr = zs.add_parser("run", help="description -> text -> speech -> training -> zero-shot evaluation -> report")
-    zr.add_argument("--config", default="synth", help="zeroshot config: synth (embedded default), iemocap, "
-                                                      "msp_podcast, or a YAML file")
-    zr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
-    zr.add_argument("--quiet", action="store_true")
-    zr.set_defaults(fn=cmd_zeroshot_run)
 
     lv = sub.add_parser("levels", help="pitch/energy/tempo levels of a prepared corpus, measured from its audio")
     lv.add_argument("corpus", help="a prepared corpus (emoslm prepare)")
@@ -518,7 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     lv.set_defaults(fn=cmd_levels)
 
     di = sub.add_parser("dual-info", help="paper 002: the dual-information speech LM (train + Tables I, III, IV)")
-    di.add_argument("what", choices=["run", "eval"], help="run: data, three stages, evaluation; eval: --models only")
+    di.add_argument("what", choices=["eval"], help="eval: Tables I, III, IV of --models (training: emoslm run "
+                                                   "dual_info)")
     di.add_argument("--models", nargs="*", default=[], metavar="NAME=DIR", help="checkpoints to evaluate (eval)")
     di.add_argument("--data", default="data/synth_demo")
     di.add_argument("--conversations", default="data/conversations_demo")
@@ -527,11 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--minutes", type=float, default=12.0, help="time cap per stage")
     di.add_argument("--test-utterances", type=int, default=40)
     di.add_argument("--test-conversations", type=int, default=20)
-    di.add_argument("--judge", default="smollm2", help="smollm2 (packaged), a local model dir, or openai")
-    di.add_argument("--judge-base-url", default=None)
-    di.add_argument("--judge-model", default=None)
-    di.add_argument("--threads", type=int, default=2)
-    di.add_argument("--set", action="append", metavar="KEY=VALUE", help="recipe override for every stage")
+    add_backend_options(di, "judge", prefix="judge")
+    add_threads_option(di, 2)
+    add_set_option(di, "a recipe value of every stage")
     di.set_defaults(fn=cmd_dual_info)
 
     i = sub.add_parser("info", help="what this installation has")

@@ -51,11 +51,25 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
     return data
 
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+#: each paper package keeps its configs in its own ``configs/`` folder (``emoslm/<paper>/configs/*.yaml``); they are
+#: found on disk, so this base module imports no paper
+PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
-def packaged_configs() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+def config_dirs() -> list[Path]:
+    """The ``configs/`` folders of the packages that ship recipe configs."""
+    return sorted(p for p in PACKAGE_ROOT.glob("*/configs") if p.is_dir())
+
+
+def packaged_configs() -> dict[str, Path]:
+    """Every packaged config: name -> file (names are unique across packages)."""
+    out: dict[str, Path] = {}
+    for d in config_dirs():
+        for p in sorted(d.glob("*.yaml")):
+            if p.stem in out:
+                raise EmoslmError(f"config name {p.stem!r} is used twice: {out[p.stem]} and {p}")
+            out[p.stem] = p
+    return out
 
 
 def resolve_config(path: str | Path) -> Path:
@@ -63,10 +77,11 @@ def resolve_config(path: str | Path) -> Path:
     p = Path(path)
     if p.is_file():
         return p
-    packaged = CONFIG_DIR / f"{p.name}.yaml" if p.suffix == "" else CONFIG_DIR / p.name
-    if packaged.is_file():
-        return packaged
-    raise EmoslmError(f"config {path} does not exist (packaged configs: {', '.join(packaged_configs())})")
+    packaged = packaged_configs()
+    name = p.name.removesuffix(".yaml")
+    if name in packaged:
+        return packaged[name]
+    raise EmoslmError(f"config {path} does not exist (packaged configs: {', '.join(sorted(packaged))})")
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:

@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from emoslm.audio import load_audio
+
 N_FEATURES = 88
 _SMILE = None
 
@@ -37,8 +39,6 @@ def egemaps(wave: np.ndarray, sr: int = 16000) -> np.ndarray:
 
 
 def _one(item: tuple[str, str, float, float | None]) -> tuple[str, np.ndarray]:
-    from emoslm.audio import load_audio
-
     uid, path, offset, duration = item
     return uid, egemaps(load_audio(path, offset=offset, duration=duration))
 
@@ -50,9 +50,9 @@ def egemaps_for(
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
     """eGeMAPS for (utterance id, audio path, offset, duration) items, reusing and extending ``cache``."""
-    from tqdm import tqdm
-
     import os
+
+    from tqdm import tqdm
 
     def key(it) -> str:  # the file's identity too: a re-synthesised file must not hit a stale entry
         st = os.stat(it[1])

@@ -37,6 +37,7 @@ from lhotse.features.base import FeatureExtractor, register_extractor
 from lhotse.features.io import FeaturesWriter
 from lhotse.utils import Seconds, is_module_available
 
+from emoslm.audio import resample
 from emoslm.errors import AudioError, ManifestError
 
 log = logging.getLogger(__name__)
@@ -157,8 +158,6 @@ def fbank(wave: np.ndarray, sr: int = SAMPLING_RATE) -> np.ndarray:
     """
     x = _as_mono(wave, "<array>")
     if sr != SAMPLING_RATE:
-        from emoslm.audio import resample
-
         x = resample(x, sr, SAMPLING_RATE)
     return _knf_fbank(x, KaldiNativeFbankConfig())
 

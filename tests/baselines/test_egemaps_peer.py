@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from emoslm.baselines import EgemapsPeer, items_from_supervisions, normalise
+from emoslm.personalization.egemaps_peer import EgemapsPeer, items_from_supervisions, normalise
 from emoslm.data.episodes import Episode, EpisodeSampler
 from emoslm.data.manifests import make_supervision
 from emoslm.labels import EKMAN7

@@ -12,7 +12,7 @@ import torch
 from emoslm.cli import main
 from emoslm.data.captions import styled_transcript
 from emoslm.data.manifests import load_prepared
-from emoslm.synth.conversations import (
+from emoslm.dual_info.conversations import (
     PRESETS,
     SYSTEM_PROMPTS,
     WRITER_NOTE,
@@ -23,7 +23,7 @@ from emoslm.synth.conversations import (
 )
 from emoslm.synth.corpus import PRESETS as CORPUS_PRESETS
 from emoslm.synth.corpus import synthesize_corpus
-from emoslm.synth.reply_cache import ReplyCache
+from emoslm.models.reply_cache import ReplyCache
 
 CORPUS = replace(CORPUS_PRESETS["tiny"], n_speakers=4, sentences_per_speaker=3, dev_speakers=1, test_speakers=1)
 SMALL = {"train": 3, "test": 1}
@@ -41,7 +41,7 @@ def corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_llm():
-    from emoslm.synth.dialogue import load_backend
+    from emoslm.models.text_llm import load_backend
 
     return load_backend("tiny-llama")
 

@@ -12,8 +12,8 @@ from importlib.resources import files
 import pytest
 
 from emoslm.errors import EmoslmError
-from emoslm.evaluation import judge as J
-from emoslm.evaluation.judge import (
+from emoslm.dual_info import judge as J
+from emoslm.dual_info.judge import (
     CS_RANGES,
     EGS_RANGES,
     METRICS,
@@ -23,7 +23,7 @@ from emoslm.evaluation.judge import (
     parse_scores,
     table_iv_markdown,
 )
-from emoslm.service.chat import Reply
+from emoslm.models.text_llm import Reply
 
 
 class ScriptedJudge:
@@ -154,8 +154,8 @@ def test_cache_resumes_and_is_keyed_by_prompt_version(tmp_path, monkeypatch):
 
 def test_probability_judge_reads_every_score_from_a_local_model(tmp_path):
     from emoslm.errors import EmoslmError
-    from emoslm.evaluation.judge import CS_RANGES, EGS_RANGES, Judge
-    from emoslm.synth.dialogue import load_backend
+    from emoslm.dual_info.judge import CS_RANGES, EGS_RANGES, Judge
+    from emoslm.models.text_llm import load_backend
 
     backend = load_backend("tiny-llama")
     judge = Judge(backend, cache=tmp_path / "j.jsonl")

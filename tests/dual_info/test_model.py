@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from emoslm.models.dual_info import SOURCES, DualInfoConfig, DualInfoSLM, Example, LinguisticAdapter, ParalinguisticAdapter
-from emoslm.recipes import dual_info as recipe
+from emoslm.dual_info.model import SOURCES, DualInfoConfig, DualInfoSLM, Example, LinguisticAdapter, ParalinguisticAdapter
+from emoslm.dual_info import recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"name": "tiny-llama"}
@@ -29,8 +29,8 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def conversations(corpus, tmp_path_factory) -> Path:
-    from emoslm.synth.conversations import build_conversations
-    from emoslm.synth.dialogue import load_backend
+    from emoslm.dual_info.conversations import build_conversations
+    from emoslm.models.text_llm import load_backend
 
     out = tmp_path_factory.mktemp("dual") / "conv"
     build_conversations(corpus, out, load_backend("tiny-llama"), preset="tiny", progress=False)
@@ -272,8 +272,8 @@ def test_missing_whisper_model_names_what_is_missing(tmp_path):
 
 
 def test_three_stages_and_tables_end_to_end(corpus, conversations, tmp_path):
-    from emoslm.dual_info import DualInfoRun, run_all
-    from emoslm.evaluation.dual_info import to_markdown
+    from emoslm.dual_info.pipeline import DualInfoRun, run_all
+    from emoslm.dual_info.evaluation import to_markdown
     from emoslm.models.llm import LLMSpec, load_backbone
 
     run = DualInfoRun(data=str(corpus), conversations=str(conversations), features=str(tmp_path / "feats"),

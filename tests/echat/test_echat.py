@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from emoslm.config import load_config
-from emoslm.models.echat import (
+from emoslm.echat.model import (
     ASR_PROMPT,
     RESPONSE_PROMPT,
     EChatConfig,
@@ -23,16 +23,15 @@ from emoslm.models.echat import (
     Sample,
     mix_loss,
 )
-from emoslm.synth.dialogue import (
+from emoslm.echat.dialogue import (
     PRESETS,
-    OpenAIChatBackend,
     build_dialogue_dataset,
-    load_backend,
     load_manifest,
     plan_entries,
     question_bank,
     respond,
 )
+from emoslm.models.text_llm import OpenAIChatBackend, load_backend
 from emoslm.synth.sentences import EMOTION_WORDS
 
 TINY_ENCODER = {"kind": "fbank", "preset": "tiny", "d_model": 32, "n_layers": 2, "n_heads": 4, "d_ff": 64,
@@ -269,9 +268,11 @@ def test_dataset_has_four_fields_splits_and_table1(dataset):
 
 def test_tiny_end_to_end(dataset, tmp_path, capsys):
     from emoslm.cli import main
-    from emoslm.echat import Cascade, EChat, evaluate_echat, to_markdown, write_report
-    from emoslm.inference import EmotionRecognizer
-    from emoslm.recipes import echat as recipe
+    from emoslm.echat import EChat
+    from emoslm.echat.cascade import Cascade
+    from emoslm.echat.evaluation import evaluate_echat, to_markdown, write_report
+    from emoslm.personalization.inference import EmotionRecognizer
+    from emoslm.echat import recipe
     from emoslm.service.testing import build_tiny_bundle
 
     fast = ["train.max_steps=2", "train.eval_every=2", "train.save_every=2", "train.warmup_steps=1",
@@ -309,7 +310,8 @@ def test_tiny_end_to_end(dataset, tmp_path, capsys):
 
 def test_packaged_whisper_transcribes_the_synthetic_questions(dataset):
     from emoslm.audio import load_audio
-    from emoslm.echat import WhisperASR, error_rates
+    from emoslm.echat.cascade import WhisperASR
+    from emoslm.metrics.text import error_rates
 
     rows = load_manifest(dataset)[:4]
     asr = WhisperASR()
@@ -320,7 +322,7 @@ def test_packaged_whisper_transcribes_the_synthetic_questions(dataset):
 def test_missing_asset_package_is_named(monkeypatch):
     import importlib.util
 
-    from emoslm.echat import SentenceSimilarity
+    from emoslm.metrics.text import SentenceSimilarity
     from emoslm.errors import EmoslmError
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
@@ -329,7 +331,7 @@ def test_missing_asset_package_is_named(monkeypatch):
 
 
 def test_a_repeated_voice_note_is_removed_from_responses():
-    from emoslm.synth.dialogue import clean_response
+    from emoslm.models.text_llm import clean_response
 
     assert clean_response("(said in a calm voice) I'm sorry to hear that.") == "I'm sorry to hear that."
     assert clean_response("Sure (said in an angry voice)") == "Sure (said in an angry voice)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emoslm.models.icl import Example, SpeechICLConfig, SpeechICLModel
+from emoslm.personalization.model import Example, SpeechICLConfig, SpeechICLModel
 
 QF = {"n_queries": 3, "d_model": 32, "n_layers": 1, "n_heads": 4, "d_ff": 64, "dropout": 0.0}
 
@@ -33,7 +33,7 @@ def _episodes(m: SpeechICLModel, b=3, n=5, seed=1):
 
 def test_instruction_and_labels_tokenize_cleanly():
     m = _model()
-    assert m._label_len == 1  # the tiny tokenizer has one token per label word
+    assert m.label_len == 1  # the tiny tokenizer has one token per label word
     assert len(m._instruction_ids) > 10
     assert m.label_set.word("anger") == "Anger"
 

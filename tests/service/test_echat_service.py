@@ -13,7 +13,7 @@ import torch
 
 from emoslm.audio import load_audio
 from emoslm.labels import get_label_set
-from emoslm.models.echat import EChatConfig, EChatModel
+from emoslm.echat.model import EChatConfig, EChatModel
 from emoslm.service.store import Store
 from emoslm.service.testing import ServerProcess, tone, wav_bytes
 

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from emoslm.errors import EmoslmError
-from emoslm.service.chat import Reply
+from emoslm.models.text_llm import Reply
 from emoslm.zeroshot.description import parse_description
 from emoslm.zeroshot.generate import (
     GenerationConfig,

@@ -67,7 +67,7 @@ def test_tiny_end_to_end_run_with_the_packaged_llm(tmp_path):
         f"source.path={tmp_path / 'source'}", "source.speakers=6", "source.sentences=1",
         "head.epochs=5", "tts.prosody_variant=true",
     ]
-    assert main(["zeroshot", "run", "--quiet", "--config", "synth", *[x for o in overrides for x in ("--set", o)]]) == 0
+    assert main(["run", "zeroshot", "--quiet", "--config", "synth", *[x for o in overrides for x in ("--set", o)]]) == 0
     res = json.loads((tmp_path / "runs" / "results.json").read_text())
     got = {(r["upstream"], r["source"]) for r in res["rows"]}
     assert got == {("minilm", "llm"), ("minilm", "source"), *((up, s) for up in ("whisper", "egemaps")
@@ -79,6 +79,6 @@ def test_tiny_end_to_end_run_with_the_packaged_llm(tmp_path):
     assert "| Model | Modality | Trained on" in report and "not real" in report
     assert "data:image/png;base64" in (tmp_path / "runs" / "report.html").read_text()
     # a second run finds everything cached: no LLM call, no synthesis
-    assert main(["zeroshot", "run", "--quiet", "--config", "synth", *[x for o in overrides for x in ("--set", o)]]) == 0
+    assert main(["run", "zeroshot", "--quiet", "--config", "synth", *[x for o in overrides for x in ("--set", o)]]) == 0
     again = json.loads((tmp_path / "runs" / "results.json").read_text())
     assert again["llm"]["generation"]["new_calls"] == 0 and again["rows"] == res["rows"]

@@ -17,7 +17,12 @@ from typing import Any, Iterable, Sequence
 from lhotse import Recording, RecordingSet, SupervisionSet
 
 from emoslm.audio import probe
-from emoslm.data.manifests import PreparedCorpus, make_supervision, save_prepared, validate_prepared
+from emoslm.data.manifests import (
+    PreparedCorpus,
+    make_supervision,
+    save_prepared,
+    validate_prepared,
+)
 from emoslm.errors import AudioError, CorpusError, ManifestError
 
 logger = logging.getLogger("emoslm.corpora")

@@ -22,7 +22,14 @@ import re
 from pathlib import Path
 
 from emoslm.corpora._common import (
-    DropLog, Utterance, build_prepared, corpus_root, is_hidden, read_text, require_dir, require_file,
+    DropLog,
+    Utterance,
+    build_prepared,
+    corpus_root,
+    is_hidden,
+    read_text,
+    require_dir,
+    require_file,
 )
 from emoslm.data.manifests import PreparedCorpus
 from emoslm.errors import CorpusError, ManifestError

@@ -12,7 +12,12 @@ import logging
 from pathlib import Path
 from typing import Mapping
 
-from emoslm.data.manifests import PreparedCorpus, import_table, save_prepared, validate_prepared
+from emoslm.data.manifests import (
+    PreparedCorpus,
+    import_table,
+    save_prepared,
+    validate_prepared,
+)
 from emoslm.errors import CorpusError
 
 logger = logging.getLogger("emoslm.corpora")

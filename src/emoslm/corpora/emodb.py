@@ -19,7 +19,14 @@ import logging
 import re
 from pathlib import Path
 
-from emoslm.corpora._common import DropLog, Utterance, build_prepared, corpus_root, is_hidden, require_dir
+from emoslm.corpora._common import (
+    DropLog,
+    Utterance,
+    build_prepared,
+    corpus_root,
+    is_hidden,
+    require_dir,
+)
 from emoslm.data.manifests import PreparedCorpus
 from emoslm.errors import CorpusError, ManifestError
 

@@ -31,7 +31,13 @@ from pathlib import Path
 from typing import Sequence
 
 from emoslm.corpora._common import (
-    DropLog, Utterance, build_prepared, corpus_root, is_hidden, read_text, require_dir,
+    DropLog,
+    Utterance,
+    build_prepared,
+    corpus_root,
+    is_hidden,
+    read_text,
+    require_dir,
 )
 from emoslm.data.manifests import PreparedCorpus
 from emoslm.errors import CorpusError, ManifestError

@@ -30,7 +30,13 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from emoslm.corpora._common import DropLog, Utterance, build_prepared, corpus_root, read_text
+from emoslm.corpora._common import (
+    DropLog,
+    Utterance,
+    build_prepared,
+    corpus_root,
+    read_text,
+)
 from emoslm.data.manifests import PreparedCorpus
 from emoslm.errors import CorpusError, ManifestError
 

@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Sequence
 
 from emoslm.corpora._common import (
-    DropLog, Utterance, build_prepared, corpus_root, parse_float, read_text, require_dir, require_file,
+    DropLog,
+    Utterance,
+    build_prepared,
+    corpus_root,
+    parse_float,
+    read_text,
+    require_dir,
+    require_file,
 )
 from emoslm.data.manifests import PreparedCorpus
 from emoslm.errors import CorpusError, ManifestError

@@ -23,7 +23,13 @@ import logging
 import re
 from pathlib import Path
 
-from emoslm.corpora._common import DropLog, Utterance, build_prepared, corpus_root, is_hidden
+from emoslm.corpora._common import (
+    DropLog,
+    Utterance,
+    build_prepared,
+    corpus_root,
+    is_hidden,
+)
 from emoslm.data.manifests import PreparedCorpus
 from emoslm.errors import CorpusError, ManifestError
 

@@ -23,6 +23,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from emoslm.egemaps import egemaps_for, feature_names
+
 PITCH_FEATURE = "F0semitoneFrom27.5Hz_sma3nz_amean"
 LOUDNESS_FEATURE = "loudness_sma3_amean"
 VOICED_RATE_FEATURE = "VoicedSegmentsPerSec"
@@ -38,8 +40,6 @@ def syllables(text: str) -> int:
 def measurements(prepared: Mapping[str, Any], cache: str | Path | None = None, workers: int = 1,
                  progress: bool = True) -> dict[str, dict[str, float]]:
     """``{supervision id: {"pitch", "energy", "tempo"}}`` for every supervision of every split."""
-    from emoslm.egemaps import egemaps_for, feature_names
-
     names = feature_names()
     i_pitch, i_loud, i_voiced = (names.index(n) for n in (PITCH_FEATURE, LOUDNESS_FEATURE, VOICED_RATE_FEATURE))
     items, sups = [], {}

@@ -25,8 +25,9 @@ from typing import Any, Mapping
 from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from lhotse.audio import AudioSource
 
-from emoslm.errors import ManifestError
-from emoslm.labels import CANONICAL
+from emoslm.audio import probe
+from emoslm.errors import AudioError, LabelError, ManifestError
+from emoslm.labels import CANONICAL, canonical_emotion
 
 LEVELS = ("low", "normal", "high")
 ATTRIBUTES = ("pitch_level", "tempo_level", "energy_level")
@@ -273,10 +274,6 @@ def import_table(
     ``audio_root`` (default: the manifest's folder). With ``probe_audio`` each file is opened to read its
     sampling rate and length (a broken file is an error naming the row).
     """
-    from emoslm.audio import probe  # local import: keeps the data layer importable without audio deps
-    from emoslm.errors import AudioError, LabelError
-    from emoslm.labels import canonical_emotion
-
     path = Path(path)
     root = Path(audio_root) if audio_root is not None else path.parent
     rows = _read_rows(path)

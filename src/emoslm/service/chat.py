@@ -17,13 +17,24 @@ response's ``model`` and ``emotion.backend`` name the backend that answered.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Literal, Protocol, Union
+from typing import Literal, Union
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from emoslm.echat import EChat
+from emoslm.echat.model import RESPONSE_PROMPT
 from emoslm.errors import EmoslmError
+from emoslm.models.text_llm import (
+    ChatBackend,
+    ContextLengthError,
+    LLMChatBackend,
+    Reply,
+    load_chat_backend,
+    with_emotion,
+)
+
+__all__ = ["ChatBackend", "ContextLengthError", "LLMChatBackend", "Reply", "load_chat_backend", "with_emotion"]
 
 # ------------------------------------------------------------------------------------------ request schema
 
@@ -107,113 +118,6 @@ class ChatCompletion(BaseModel):
 
 # ------------------------------------------------------------------------------------------ backends
 
-#: For each emotion: the adjective for the user's voice and how the reply should adapt (system-prompt words).
-GUIDANCE: dict[str, tuple[str, str]] = {
-    "neutral": ("calm", "be friendly and to the point"),
-    "anger": ("angry", "stay calm, acknowledge the frustration and offer concrete help"),
-    "joy": ("happy", "share their good mood"),
-    "sadness": ("sad", "be gentle, warm and supportive"),
-    "fear": ("afraid", "be reassuring and explain clearly what can be done"),
-    "disgust": ("disgusted", "acknowledge their displeasure respectfully"),
-    "surprise": ("surprised", "acknowledge the surprise and help them make sense of it"),
-}
-
-
-#: Temperatures below this decode greedily (sampling at a tiny temperature overflows).
-MIN_TEMPERATURE = 0.01
-
-
-class ContextLengthError(EmoslmError):
-    """A conversation longer than the chat model's context."""
-
-
-@dataclass
-class Reply:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: Literal["stop", "length"]
-
-
-class ChatBackend(Protocol):
-    """Anything that answers a conversation given the emotion recognised in the user's last turn."""
-
-    name: str
-
-    def reply(self, messages: list[dict[str, str]], emotion: EmotionInfo | None, max_tokens: int,
-              temperature: float) -> Reply: ...
-
-
-def with_emotion(messages: list[dict[str, str]], emotion: EmotionInfo | None) -> list[dict[str, str]]:
-    """The conversation with the user's emotion written in: a system-prompt sentence (how to adapt) and a note
-    on the last user turn ("(said in a sad voice) ..."), which small instruction-tuned LLMs follow better."""
-    system = "You are a kind, helpful voice assistant. Reply in one or two short sentences."
-    messages = [dict(m) for m in messages]
-    if emotion is not None:
-        adjective, how = GUIDANCE.get(emotion.label, (emotion.label, "take it into account"))
-        p = emotion.probabilities.get(emotion.label, 0.0)
-        system += f" The user sounds {adjective} (confidence {p:.0%}): {how}."
-        last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
-        if last_user is not None:
-            messages[last_user]["content"] = f"(said in a {adjective} voice) {messages[last_user]['content']}"
-    if messages and messages[0]["role"] == "system":
-        return [{"role": "system", "content": f"{messages[0]['content']}\n{system}"}, *messages[1:]]
-    return [{"role": "system", "content": system}, *messages]
-
-
-class LLMChatBackend:
-    """A causal LM prompted with the recognised emotion in its system message (one generation at a time)."""
-
-    def __init__(self, model, tokenizer, name: str, max_new_tokens: int = 64):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.name = name
-        self.max_new_tokens = max_new_tokens
-        self._lock = threading.Lock()
-
-    def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        if self.tokenizer.chat_template:
-            return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                           return_dict=False))
-        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    @torch.no_grad()
-    def reply(self, messages: list[dict[str, str]], emotion: EmotionInfo | None, max_tokens: int | None = None,
-              temperature: float = 0.0) -> Reply:
-        ids = torch.tensor([self._prompt_ids(with_emotion(messages, emotion))])
-        limit = max_tokens or self.max_new_tokens
-        n_ctx = getattr(self.model.config, "max_position_embeddings", None)
-        if n_ctx is not None and ids.shape[1] + limit > n_ctx:
-            raise ContextLengthError(f"the conversation takes {ids.shape[1]} tokens; with {limit} new tokens it "
-                                     f"exceeds the model's context of {n_ctx} tokens")
-        if temperature >= MIN_TEMPERATURE:
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": 0.9}
-        else:
-            sampling = {"do_sample": False}
-        with self._lock:
-            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=limit,
-                                      pad_token_id=self.tokenizer.pad_token_id,
-                                      eos_token_id=self.tokenizer.eos_token_id,
-                                      **sampling)
-        new = out[0, ids.shape[1]:].tolist()
-        eos = self.tokenizer.eos_token_id
-        finished = eos in new
-        if finished:
-            new = new[:new.index(eos)]
-        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-        return Reply(text, ids.shape[1], len(new) + int(finished), "stop" if finished or len(new) < limit else "length")
-
-
-def load_chat_backend(llm: str, max_new_tokens: int = 64) -> ChatBackend:
-    """The chat backend for ``llm``: ``smollm2`` (packaged, offline), ``tiny-llama`` (random, for tests) or a
-    local HF causal-LM directory."""
-    from emoslm.models.llm import LLMSpec, load_backbone
-
-    backbone = load_backbone(LLMSpec(name=llm, mode="frozen"))
-    return LLMChatBackend(backbone.model, backbone.tokenizer, f"emoslm-{backbone.spec.name.rstrip('/').split('/')[-1]}",
-                          max_new_tokens)
-
 
 class EChatBackend:
     """E-chat (paper 003): the reply to a spoken turn written end to end from its audio (one at a time)."""
@@ -227,8 +131,6 @@ class EChatBackend:
     @torch.no_grad()
     def reply_audio(self, wave, max_tokens: int | None = None) -> tuple[Reply, str]:
         """E-chat's reply to ``wave`` (greedy) and the emotion of its auxiliary head (canonical label)."""
-        from emoslm.models.echat import RESPONSE_PROMPT
-
         limit = max_tokens or self.model.cfg.max_new_tokens
         with self._lock:
             feats = self.model.encoder.featurize(wave)
@@ -239,8 +141,6 @@ class EChatBackend:
 
 def load_echat_backend(path: str) -> EChatBackend:
     """The E-chat backend from a checkpoint directory (or a training run's folder); EmoslmError if it is not one."""
-    from emoslm.echat import EChat
-
     try:
         echat = EChat.load(path, threads=None)
     except EmoslmError as e:

@@ -22,7 +22,7 @@ import torch
 
 from emoslm.audio import AudioLimits, load_audio
 from emoslm.errors import AudioError, LabelError
-from emoslm.inference import EmotionRecognizer, Prediction
+from emoslm.personalization.inference import EmotionRecognizer, Prediction
 from emoslm.service.chat import (
     ChatBackend,
     EChatBackend,

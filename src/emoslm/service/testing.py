@@ -29,9 +29,9 @@ def build_tiny_bundle(root: str | Path, seed: int = 0) -> Path:
     """A random-initialised bundle (tiny encoder, tiny-llama speech LM) under ``root/bundle``: fast, not trained."""
     import torch
 
-    from emoslm.inference import save_bundle
     from emoslm.models.encoders import fbank_encoder
-    from emoslm.models.icl import SpeechICLConfig, SpeechICLModel
+    from emoslm.personalization.inference import save_bundle
+    from emoslm.personalization.model import SpeechICLConfig, SpeechICLModel
 
     root = Path(root)
     torch.manual_seed(seed)

@@ -34,11 +34,25 @@ from lhotse import Recording, RecordingSet, SupervisionSet
 from lhotse.audio import AudioSource
 
 from emoslm.audio import TARGET_SR, resample
-from emoslm.data.manifests import LEVELS, PreparedCorpus, make_supervision, save_prepared, validate_prepared
+from emoslm.data.manifests import (
+    LEVELS,
+    PreparedCorpus,
+    make_supervision,
+    save_prepared,
+    validate_prepared,
+)
 from emoslm.labels import EKMAN7
-from emoslm.synth.effects import apply_voice_quality  # imported before workers fork (scipy.signal is slow to import)
-from emoslm.synth.prosody import RenderParams, SpeakerProfile, render_params, sample_speaker
+from emoslm.synth.effects import (
+    apply_voice_quality,  # imported before workers fork (scipy.signal is slow to import)
+)
+from emoslm.synth.prosody import (
+    RenderParams,
+    SpeakerProfile,
+    render_params,
+    sample_speaker,
+)
 from emoslm.synth.sentences import sentence_bank
+from emoslm.synth.tts import Espeak, english_voices
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +112,8 @@ def config_key(cfg: CorpusConfig, voices: Sequence[str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _voice_pools(rng: np.random.Generator) -> dict[str, list[tuple[str, str]]]:
+def voice_pools(rng: np.random.Generator) -> dict[str, list[tuple[str, str]]]:
     """Shuffled (voice name, kind) lists per gender: every espeak English base voice x human variant."""
-    from emoslm.synth.tts import english_voices
-
     bases, variants, _ = english_voices()
     pools: dict[str, list[tuple[str, str]]] = {"M": [], "F": []}
     for b in bases:
@@ -115,12 +127,10 @@ def _voice_pools(rng: np.random.Generator) -> dict[str, list[tuple[str, str]]]:
 
 def plan_corpus(cfg: CorpusConfig) -> tuple[list[SpeakerProfile], list[UtterancePlan]]:
     """Draw every speaker and every utterance's rendering; no audio yet."""
-    from emoslm.synth.tts import english_voices
-
     if cfg.dev_speakers + cfg.test_speakers >= cfg.n_speakers:
         raise ValueError("dev + test speakers must leave at least one training speaker")
     rng = np.random.default_rng(cfg.seed)
-    pools = _voice_pools(rng)
+    pools = voice_pools(rng)
     mbrola = list(english_voices()[2])
     if cfg.exclude_voices:
         excluded = set(cfg.exclude_voices)
@@ -175,7 +185,7 @@ def plan_corpus(cfg: CorpusConfig) -> tuple[list[SpeakerProfile], list[Utterance
 _ENGINE = None
 
 
-def _init_worker(stderr_log: str | None = None) -> None:
+def init_worker(stderr_log: str | None = None) -> None:
     if stderr_log:
         # mbrola prints a warning per phoneme it lacks; keep them in a log file, not on the user's terminal
         fd = os.open(stderr_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -186,8 +196,6 @@ def _init_worker(stderr_log: str | None = None) -> None:
 def _engine():
     global _ENGINE
     if _ENGINE is None:
-        from emoslm.synth.tts import Espeak
-
         _ENGINE = Espeak()
     return _ENGINE
 
@@ -235,7 +243,7 @@ def render_tasks(tasks: list[list[tuple[UtterancePlan, str]]], out: Path, worker
     errors: list[str] = []
     bar = tqdm(total=total, initial=total - n_todo, desc=desc, unit="utt", disable=not progress)
     ctx = mp.get_context("fork")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(str(out / "synth_stderr.log"),),
+    with ctx.Pool(workers, initializer=init_worker, initargs=(str(out / "synth_stderr.log"),),
                   maxtasksperchild=1) as pool:
         for results in pool.imap_unordered(render_speaker, tasks):
             for uid, n, err in results:
@@ -256,7 +264,7 @@ def pending_speakers(by_speaker: dict[str, list[tuple[UtterancePlan, str]]], for
     to ``n_samples``) unless ``force``; any other is rendered again from its start (see :func:`render_speaker`)."""
     tasks = []
     for items in by_speaker.values():
-        have = [None if force else _existing_samples(Path(p)) for _, p in items]
+        have = [None if force else existing_samples(Path(p)) for _, p in items]
         if all(have):
             n_samples.update({u.id: n for (u, _), n in zip(items, have)})
         else:
@@ -264,7 +272,7 @@ def pending_speakers(by_speaker: dict[str, list[tuple[UtterancePlan, str]]], for
     return tasks
 
 
-def _existing_samples(path: Path) -> int | None:
+def existing_samples(path: Path) -> int | None:
     try:
         return int(sf.info(str(path)).frames) if path.is_file() else None
     except Exception:
@@ -287,8 +295,6 @@ def synthesize_corpus(
     force: bool = False,
 ) -> dict[str, Any]:
     """Synthesise (or find already synthesised) a corpus; return its summary (also in ``summary.json``)."""
-    from emoslm.synth.tts import Espeak, english_voices
-
     cfg = PRESETS[preset] if isinstance(preset, str) else preset
     if seed is not None:
         cfg = replace(cfg, seed=seed)

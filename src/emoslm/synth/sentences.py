@@ -24,7 +24,7 @@ _TEMPLATES = (
     "Turn left after {place} and walk to the {room}.",
 )
 
-_WORDS = {
+WORDS = {
     "thing": ("blue folder", "small box", "map", "key", "lamp", "notebook", "umbrella", "printer", "kettle",
               "calendar", "green bag", "phone charger"),
     "furniture": ("table", "shelf", "desk", "cabinet", "window sill", "bench", "counter"),
@@ -48,7 +48,7 @@ def sentence_bank(size: int = 400) -> list[str]:
     for step in itertools.count():
         for t_i, template in enumerate(_TEMPLATES):
             fields = {}
-            for s_i, (slot, words) in enumerate(_WORDS.items()):
+            for s_i, (slot, words) in enumerate(WORDS.items()):
                 fields[slot] = words[(step * (s_i + 2) + t_i * 3 + s_i) % len(words)]
             s = template.format(**fields)
             if s not in seen:

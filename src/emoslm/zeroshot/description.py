@@ -2,7 +2,7 @@
 
 Paper 001 prompts an LLM with "viable information from released documents (papers, website descriptions) of
 target corpora". A description is a small YAML file holding exactly that (packaged examples in
-``emoslm/configs/descriptions/``: ``iemocap``, ``msp_podcast`` and ``synth_target``, the embedded synthetic
+``emoslm/zeroshot/configs/descriptions/``: ``iemocap``, ``msp_podcast`` and ``synth_target``, the embedded synthetic
 corpus described the way a paper would)::
 
     name: IEMOCAP
@@ -31,7 +31,7 @@ import yaml
 from emoslm.errors import EmoslmError, LabelError
 from emoslm.labels import LabelSet, canonical_emotion, get_label_set
 
-DESCRIPTION_DIR = Path(__file__).resolve().parents[1] / "configs" / "descriptions"
+DESCRIPTION_DIR = Path(__file__).resolve().parent / "configs" / "descriptions"
 
 #: How far the shares may be from summing to 1 (descriptions copy rounded percentages from papers).
 SHARE_TOLERANCE = 0.02

@@ -28,7 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from emoslm.audio import load_audio
+from emoslm.egemaps import egemaps_for
 from emoslm.errors import EmoslmError
+from emoslm.metrics import unweighted_accuracy
+from emoslm.metrics.text import SentenceSimilarity
+from emoslm.models.frozen_speech import WhisperCT2Encoder
 
 #: Upstream name -> (modality, description) as the report writes them.
 UPSTREAMS = {
@@ -88,13 +93,11 @@ def cached_features(utts: Sequence[Utt], compute: Callable[[Sequence[Utt]], list
 
 
 class MiniLMText:
-    """Sentence embeddings of the packaged all-MiniLM-L6-v2 (located offline as :mod:`emoslm.echat` does)."""
+    """Sentence embeddings of the packaged all-MiniLM-L6-v2 (located offline as :mod:`emoslm.echat.evaluation` does)."""
 
     name = "minilm"
 
     def __init__(self):
-        from emoslm.echat import SentenceSimilarity
-
         self.model = SentenceSimilarity().model  # the one place that locates the packaged model
 
     def __call__(self, utts: Sequence[Utt]) -> list[np.ndarray]:
@@ -113,16 +116,12 @@ class WhisperEncoder:
     name = "whisper"
 
     def __init__(self, threads: int = 1, pad_to_30s: bool = False):
-        from emoslm.models.frozen_speech import WhisperCT2Encoder
-
         self.encoder = WhisperCT2Encoder("tiny.en", pad_30s=pad_to_30s, threads=threads)
 
     def frames(self, wave: np.ndarray) -> np.ndarray:
         return self.encoder(wave)
 
     def __call__(self, utts: Sequence[Utt]) -> list[np.ndarray]:
-        from emoslm.audio import load_audio
-
         out = []
         for u in utts:
             f = self.frames(load_audio(u.audio, offset=u.offset, duration=u.duration))
@@ -137,8 +136,6 @@ def features(upstream: str, utts: Sequence[Utt], cache_dir: Path, threads: int =
         raise EmoslmError(f"unknown upstream {upstream!r}; known: {', '.join(UPSTREAMS)}")
     loaded = {} if _loaded is None else _loaded
     if upstream == "egemaps":
-        from emoslm.egemaps import egemaps_for
-
         got = egemaps_for([(u.id, u.audio, u.offset, u.duration) for u in utts], cache_dir / "egemaps.npz",
                           progress=progress)
         return np.stack([got[u.id] for u in utts])
@@ -193,8 +190,6 @@ class SERHead(nn.Module):
 
 
 def _ua(refs: Sequence[str], preds: Sequence[str]) -> float:
-    from emoslm.metrics import unweighted_accuracy
-
     return unweighted_accuracy(refs, preds)
 
 

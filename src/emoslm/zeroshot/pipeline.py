@@ -1,7 +1,7 @@
 """Paper 001 end to end: description -> LLM text -> TTS speech -> SER models -> zero-shot evaluation -> report.
 
-    emoslm zeroshot run                                  # the embedded default (config zeroshot/synth)
-    emoslm zeroshot run --config zeroshot/iemocap --set target.path=data/iemocap --set source.path=data/meld
+    emoslm run zeroshot                                  # the embedded default (config synth)
+    emoslm run zeroshot --config iemocap --set target.path=data/iemocap --set source.path=data/meld
 
 Training sources, each used alone to train every model:
 
@@ -26,12 +26,30 @@ from typing import Any
 
 import numpy as np
 
+from emoslm.config import load_config
+from emoslm.data.manifests import emotion_of, load_prepared
 from emoslm.errors import EmoslmError
-from emoslm.zeroshot.generate import GenerationConfig
-from emoslm.zeroshot.models import HeadConfig, Utt
+from emoslm.metrics import evaluate
+from emoslm.models.text_llm import load_backend
+from emoslm.reporting import figure_png, img, plot_confusion
+from emoslm.synth.corpus import CorpusConfig, synthesize_corpus
+from emoslm.synth.prosody import EMOTION_CUES
+from emoslm.synth.sentences import sentence_bank
+from emoslm.threads import set_torch_threads
+from emoslm.zeroshot.description import load_description
+from emoslm.zeroshot.generate import GenerationConfig, generate_utterances
+from emoslm.zeroshot.models import (
+    UPSTREAMS,
+    HeadConfig,
+    Utt,
+    features,
+    save_head,
+    train_head,
+)
+from emoslm.zeroshot.render import RenderConfig, render_speech
 
 #: Packaged recipe configs of this pipeline live here (not in configs/ itself, whose files are the trainers').
-RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs" / "zeroshot"
+RECIPE_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass
@@ -87,12 +105,11 @@ class ZeroShotConfig:
     whisper_pad_to_30s: bool = False
     head: HeadConfig = field(default_factory=HeadConfig)
     threads: int = 1
+    progress: bool = True
 
 
 def load_zeroshot_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> ZeroShotConfig:
     """A config file, or a packaged recipe by name (``synth``, ``iemocap``; ``zeroshot/synth`` also works)."""
-    from emoslm.config import load_config
-
     path = None
     if name_or_path is not None:
         p = Path(name_or_path)
@@ -103,13 +120,20 @@ def load_zeroshot_config(name_or_path: str | None = None, overrides: list[str] |
             if not path.is_file():
                 known = ", ".join(sorted(x.stem for x in RECIPE_DIR.glob("*.yaml")))
                 raise EmoslmError(f"config {name_or_path} does not exist (packaged: {known})")
-    cfg = load_config(ZeroShotConfig, path, overrides)
-    for name in cfg.upstreams:
-        from emoslm.zeroshot.models import UPSTREAMS
+    return check_config(load_config(ZeroShotConfig, path, overrides))
 
+
+def check_config(cfg: ZeroShotConfig) -> ZeroShotConfig:
+    """``cfg``, after checking what its schema cannot: the upstream names."""
+    for name in cfg.upstreams:
         if name not in UPSTREAMS:
             raise EmoslmError(f"unknown upstream {name!r} in upstreams; known: {', '.join(UPSTREAMS)}")
     return cfg
+
+
+def run(cfg: ZeroShotConfig) -> dict[str, Any]:
+    """``emoslm run zeroshot``: :func:`run_zeroshot` with the config's own progress setting."""
+    return run_zeroshot(check_config(cfg), progress=cfg.progress)
 
 
 # ------------------------------------------------------------------------------------------------ corpora
@@ -117,8 +141,6 @@ def load_zeroshot_config(name_or_path: str | None = None, overrides: list[str] |
 
 def _utts(prepared: dict, splits: list[str], label_set) -> dict[str, list[Utt]]:
     """Utterances per split with labels mapped into the task's classes (others dropped)."""
-    from emoslm.data.manifests import emotion_of
-
     use = list(prepared) if splits == ["all"] else splits
     missing = [s for s in use if s not in prepared]
     if missing:
@@ -146,12 +168,8 @@ def _speaker_voices(path: Path) -> dict[str, str]:
 
 
 def prepare_target(ref: CorpusRef, label_set, workers: int | None, progress: bool) -> tuple[list[Utt], dict]:
-    from emoslm.data.manifests import load_prepared
-
     info: dict[str, Any] = {"kind": ref.kind, "path": ref.path, "splits": ref.splits}
     if ref.kind == "synth":
-        from emoslm.synth.corpus import synthesize_corpus
-
         summary = synthesize_corpus(ref.path, ref.preset, workers=workers, progress=progress)
         info["synth_config"] = summary["config"]
         prepared = load_prepared(ref.path, "synth")
@@ -168,8 +186,6 @@ def prepare_target(ref: CorpusRef, label_set, workers: int | None, progress: boo
 
 def prepare_source(ref: CorpusRef, target: CorpusRef, label_set, workers: int | None, progress: bool
                    ) -> tuple[dict[str, list[Utt]], dict]:
-    from emoslm.data.manifests import load_prepared
-
     info: dict[str, Any] = {"kind": ref.kind, "path": ref.path}
     if ref.kind == "manifests":
         return _utts(load_prepared(ref.path, ref.corpus), ref.splits, label_set), info
@@ -178,9 +194,6 @@ def prepare_source(ref: CorpusRef, target: CorpusRef, label_set, workers: int | 
     if target.kind != "synth":
         raise EmoslmError("source.kind synth_source is the stand-in for a real source beside the synthetic "
                           "target; with a real target give a real source (kind: manifests)")
-    from emoslm.synth.corpus import CorpusConfig, synthesize_corpus
-    from emoslm.synth.prosody import EMOTION_CUES
-    from emoslm.synth.sentences import sentence_bank
 
     bad = [lab for lab in label_set.labels if lab not in EMOTION_CUES]
     if bad:
@@ -213,12 +226,6 @@ def prepare_source(ref: CorpusRef, target: CorpusRef, label_set, workers: int | 
 def build_llm_corpus(cfg: ZeroShotConfig, desc, progress: bool, exclude_voices: tuple[str, ...] = ()
                      ) -> tuple[dict[str, dict[str, list[Utt]]], dict]:
     """Generate (or resume) the text, render it (neutral, and with prosody if asked); Utts per variant/split."""
-    from emoslm.data.manifests import load_prepared
-    from emoslm.models.threads import set_torch_threads
-    from emoslm.synth.dialogue import load_backend
-    from emoslm.zeroshot.generate import generate_utterances
-    from emoslm.zeroshot.render import RenderConfig, render_speech
-
     data = Path(cfg.data_dir)
     set_torch_threads(cfg.llm.threads)
     t0 = time.perf_counter()
@@ -266,11 +273,6 @@ SOURCE_TITLES = {"llm": "LLM-synthetic (neutral TTS)", "llm_prosody": "LLM-synth
 
 def run_zeroshot(cfg: ZeroShotConfig, progress: bool = True) -> dict[str, Any]:
     """The whole pipeline; writes ``out_dir/results.json``, ``report.md``, ``report.html``; returns the results."""
-    from emoslm.metrics import evaluate
-    from emoslm.models.threads import set_torch_threads
-    from emoslm.zeroshot.description import load_description
-    from emoslm.zeroshot.models import UPSTREAMS, features, save_head, train_head
-
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
     desc = load_description(cfg.description)
@@ -387,10 +389,8 @@ def to_markdown(summary: dict[str, Any]) -> str:
 
 
 def write_html(summary: dict[str, Any], path: Path) -> Path:
-    """The Markdown report's text and table, plus a confusion matrix per model (via :mod:`emoslm.report`)."""
+    """The Markdown report's text and table, plus a confusion matrix per model (via :mod:`emoslm.reporting`)."""
     import html
-
-    from emoslm.report import Entry, figure_png, plot_confusion
 
     md = to_markdown(summary).splitlines()
     table = [x for x in md if x.startswith("|")]
@@ -401,10 +401,7 @@ def write_html(summary: dict[str, Any], path: Path) -> Path:
     figs = []
     for key, res in summary["results"].items():
         src, up = key.split("/")
-        png = figure_png(plot_confusion(Entry(f"{up} <- {SOURCE_TITLES[src]}", None, None, res)))
-        import base64
-
-        figs.append(f'<img alt="{html.escape(key)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+        figs.append(img(figure_png(plot_confusion(res, f"{up} <- {SOURCE_TITLES[src]}")), key))
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(md[0][2:])}</title>"
             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{padding:.2em .6em;"
             "border-bottom:1px solid #ddd}img{max-width:48%}</style></head><body>"

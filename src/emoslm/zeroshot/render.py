@@ -23,8 +23,17 @@ from typing import Any
 
 import numpy as np
 
+from emoslm.audio import TARGET_SR
+from emoslm.data.manifests import make_supervision, save_prepared, validate_prepared
 from emoslm.errors import EmoslmError
 from emoslm.labels import EKMAN7
+from emoslm.synth.corpus import (
+    UtterancePlan,
+    pending_speakers,
+    render_tasks,
+    voice_pools,
+)
+from emoslm.synth.prosody import render_params, sample_speaker
 
 DEV_EVERY = 10
 
@@ -40,14 +49,11 @@ class RenderConfig:
 
 def plan_speech(utterances: Sequence[dict[str, Any]], cfg: RenderConfig):
     """Speaker profiles and one :class:`~emoslm.synth.corpus.UtterancePlan` per line (no audio yet)."""
-    from emoslm.synth.corpus import UtterancePlan, _voice_pools
-    from emoslm.synth.prosody import render_params, sample_speaker
-
     if cfg.n_speakers < 1:
         raise EmoslmError(f"the TTS needs at least one speaker, got {cfg.n_speakers}")
     rng = np.random.default_rng([cfg.seed, 1001])
     excluded = set(cfg.exclude_voices)
-    pools = {g: [v for v, _ in pool if v not in excluded] for g, pool in _voice_pools(rng).items()}
+    pools = {g: [v for v, _ in pool if v not in excluded] for g, pool in voice_pools(rng).items()}
     profiles = []
     for i in range(cfg.n_speakers):
         gender = "F" if i % 2 else "M"
@@ -72,10 +78,6 @@ def render_speech(utterances: Sequence[dict[str, Any]], out_dir: str | Path, cor
     summary (also ``summary.json``)."""
     from lhotse import Recording, RecordingSet, SupervisionSet
     from lhotse.audio import AudioSource
-
-    from emoslm.audio import TARGET_SR
-    from emoslm.data.manifests import make_supervision, save_prepared, validate_prepared
-    from emoslm.synth.corpus import pending_speakers, render_tasks
 
     cfg = cfg or RenderConfig()
     if not utterances:

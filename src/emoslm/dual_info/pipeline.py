@@ -1,0 +1,200 @@
+"""Paper 002 end to end: data, the three training stages, Tables I, III and IV, the HTML report.
+
+    emoslm run dual_info [--profile tiny|demo|long] [--set steps=[150,100,100] --set judge=smollm2 ...]
+
+1. the embedded corpus (``emoslm synth corpus --preset demo``) and the dual-information conversations written
+   by the frozen LLM (``emoslm synth conversations --preset demo``), both cached;
+2. stages 1 (joint), 2 (ERR) and 3 (holistic), each from the previous stage's best checkpoint, capped in steps
+   and minutes; a finished stage is not trained again;
+3. the evaluation (:mod:`emoslm.dual_info.evaluation`) of the stage-1 and final models: Table I (attributes, WA,
+   with P&L-, P- and L-Embs), Table III (ASR, WER, with P&L-, L- and P-Embs) and Table IV (conversations: the
+   judge's CS and EGS scores and SIM, for the final SLM, the stage-1 SLM, the frozen LLM reading the plain
+   transcript, and the reference replies).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from emoslm.config import load_config
+from emoslm.dual_info import evaluation as ev
+from emoslm.dual_info import recipe
+from emoslm.dual_info.conversations import build_conversations, load_conversations
+from emoslm.dual_info.judge import Judge, judge_table
+from emoslm.dual_info.model import DualInfoSLM
+from emoslm.dual_info.recipe import (
+    best_checkpoint,
+    conversation_utterance,
+    load_utterances,
+    utterance_features,
+)
+from emoslm.metrics.text import SentenceSimilarity
+from emoslm.models.frozen_speech import FeatureCache, build_frozen_encoder
+from emoslm.models.text_llm import load_backend
+from emoslm.synth.corpus import synthesize_corpus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DualInfoRun:
+    data: str = "data/synth_demo"
+    conversations: str = "data/conversations_demo"
+    corpus_preset: str = "demo"  # what to synthesise when ``data`` does not exist yet
+    conversation_preset: str = "demo"  # likewise for ``conversations``
+    features: str = "data/features"
+    runs: str = "runs/dual_info"
+    encoder: dict = field(default_factory=lambda: {"kind": "whisper", "model": "tiny.en"})
+    llm: str = "smollm2"
+    steps: tuple[int, int, int] = (150, 100, 100)
+    init_stage1: str | None = None  # continue stage 1 from a checkpoint (e.g. a shorter run's best)
+    minutes: float | None = 12.0  # per stage
+    batch_size: int = 8
+    threads: int = 2
+    max_train_utterances: int | None = None
+    test_utterances: int = 40
+    test_conversations: int = 20
+    judge: str = "smollm2"  # or "openai" with judge_base_url / judge_model
+    judge_base_url: str | None = None
+    judge_model: str | None = None
+    seed: int = 0
+    progress: bool = True
+    extra: list[str] = field(default_factory=list)  # --set overrides for every stage
+
+
+def ensure_data(run: DualInfoRun) -> None:
+    if not (Path(run.data) / "summary.json").is_file():
+        log.info("synthesising the demo corpus into %s", run.data)
+        synthesize_corpus(run.data, run.corpus_preset, progress=run.progress)
+    if not (Path(run.conversations) / "summary.json").is_file():
+        build_conversations(run.data, run.conversations, load_backend(run.llm), preset=run.conversation_preset,
+                            progress=run.progress)
+
+
+def train_stages(run: DualInfoRun) -> dict[int, dict[str, Any]]:
+    runs = Path(run.runs)
+    summaries = {}
+    for stage, steps in zip((1, 2, 3), run.steps):
+        out = runs / f"stage{stage}"
+        done = out / "train_summary.json"
+        if done.is_file():
+            summaries[stage] = json.loads(done.read_text())
+            log.info("stage %d already trained (%s)", stage, done)
+            continue
+        overrides = [f"data={run.data}", f"conversations={run.conversations}", f"features={run.features}",
+                     f"encoder={json.dumps(run.encoder)}", f"out_dir={out}", f"model.llm.name={run.llm}",
+                     f"train.max_steps={steps}", f"batch_size={run.batch_size}", f"threads={run.threads}",
+                     f"train.seed={run.seed}", f"progress={str(run.progress).lower()}",
+                     f"train.progress={str(run.progress).lower()}",
+                     f"train.eval_every={max(1, steps // 3)}", f"train.save_every={max(1, steps // 3)}",
+                     f"train.warmup_steps={max(1, steps // 10)}"]
+        if run.minutes:
+            overrides.append(f"train.max_minutes={run.minutes}")
+        if run.max_train_utterances:
+            overrides.append(f"max_train_utterances={run.max_train_utterances}")
+        if stage > 1:
+            overrides.append(f"init_from={recipe.best_checkpoint(runs / f'stage{stage - 1}')}")
+        elif run.init_stage1:
+            overrides.append(f"init_from={run.init_stage1}")
+        cfg = load_config(recipe.DualInfoRecipeConfig, f"dual_info_stage{stage}", [*overrides, *run.extra])
+        summaries[stage] = recipe.run(cfg)  # the trainer writes train_summary.json when the stage ends
+    return summaries
+
+
+def _test_subset(utts: Sequence[Any], n: int, seed: int) -> list[Any]:
+    """``n`` test utterances spread over the speakers (round robin over speakers in a seeded order)."""
+    rng = np.random.default_rng(seed)
+    by_spk: dict[str, list[Any]] = {}
+    for u in utts:
+        by_spk.setdefault(u.speaker, []).append(u)
+    for v in by_spk.values():
+        rng.shuffle(v)
+    speakers = sorted(by_spk)
+    rng.shuffle(speakers)
+    out: list[Any] = []
+    while len(out) < min(n, len(utts)):
+        for s in speakers:
+            if by_spk[s] and len(out) < n:
+                out.append(by_spk[s].pop())
+    return out
+
+
+def evaluate(run: DualInfoRun, models: dict[str, str | Path], judge_backend=None) -> dict[str, Any]:
+    """Tables I, III and IV for ``models`` (name -> checkpoint); the last one is the main system."""
+    import torch
+
+    torch.set_num_threads(run.threads)
+    t0 = time.perf_counter()
+    cache = FeatureCache(run.features, build_frozen_encoder(run.encoder))
+    test = _test_subset(load_utterances(run.data, "test"), run.test_utterances, run.seed)
+    convs = load_conversations(run.conversations, "test")[: run.test_conversations]
+    feats = utterance_features(cache, test + [conversation_utterance(r) for r in convs], run.progress)
+    train_utts = load_utterances(run.data, "train")
+    res: dict[str, Any] = {"table1": {}, "table3": {}, "majority": ev.majority_baseline(train_utts, test)}
+    replies: dict[str, list[str]] = {}
+    for name, path in models.items():
+        # a model's answers are kept (runs/eval/<key>.json): a rerun, e.g. with another judge, reuses them
+        weights = Path(path) / "model.safetensors"
+        key = hashlib.sha256(json.dumps([str(Path(path).resolve()), weights.stat().st_mtime_ns, run.test_utterances,
+                                         len(convs), run.seed, run.data, run.conversations]).encode()).hexdigest()[:16]
+        saved = Path(run.runs) / "eval" / f"{key}.json"
+        if saved.is_file():
+            part = json.loads(saved.read_text())
+        else:
+            model = DualInfoSLM.from_pretrained(path)
+            part = {"table1": ev.attribute_accuracy(model, test, feats, seed=run.seed, progress=run.progress),
+                    "table3": ev.asr_error_rates(model, test, feats, seed=run.seed, progress=run.progress),
+                    "replies": ev.slm_replies(model, convs, feats, progress=run.progress) if convs else []}
+            del model
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps({"model": str(path), **part}, default=str))
+        res["table1"][name], res["table3"][name] = part["table1"], part["table3"]
+        if convs:
+            replies[f"SLM {name}"] = part["replies"]
+    if convs:
+        llm = load_backend(run.llm)
+        replies["LLM, plain transcript (no speech)"] = ev.text_llm_replies(
+            llm, convs, cache=Path(run.runs) / "text_llm_replies.jsonl", progress=run.progress)
+        replies["reference (LLM, true text + caption)"] = [r["response"] for r in convs]
+        if judge_backend is None:
+            judge_backend = llm if run.judge == run.llm else load_backend(run.judge, run.judge_base_url,
+                                                                            run.judge_model)
+        judge = Judge(judge_backend, cache=Path(run.runs) / "judge_cache.jsonl")
+        res["table4"] = judge_table(convs, replies, judge, progress=run.progress)
+        sim = SentenceSimilarity()
+        refs = replies["reference (LLM, true text + caption)"]
+        for name, rs in replies.items():
+            res["table4"][name]["sim"] = sim(rs, refs)
+        res["examples"] = [{"context": " / ".join(m["content"] for m in r["context"][-2:]),
+                            "user (styled)": r["user_turn"], **{k: v[i] for k, v in replies.items()}}
+                           for i, r in enumerate(convs[:10])]
+    res["meta"] = {"models": {k: str(v) for k, v in models.items()}, "encoder": run.encoder, "llm": run.llm,
+                   "test utterances": len(test), "test conversations": len(convs),
+                   "evaluation seconds": round(time.perf_counter() - t0, 1)}
+    return res
+
+
+def run_all(run: DualInfoRun) -> dict[str, Any]:
+    """Data, the three stages, the evaluation; writes ``runs/results.json`` and ``runs/report.html``."""
+    t0 = time.perf_counter()
+    ensure_data(run)
+    t_data = time.perf_counter() - t0
+    summaries = train_stages(run)
+    t_train = time.perf_counter() - t0 - t_data
+    runs = Path(run.runs)
+    res = evaluate(run, {"stage 1 (joint)": best_checkpoint(runs / "stage1"),
+                         "stage 3 (ERR + holistic)": best_checkpoint(runs / "stage3")})
+    res["meta"].update({"steps": {s: v.get("steps") for s, v in summaries.items()},
+                        "training seconds": {s: v.get("seconds") for s, v in summaries.items()},
+                        "data seconds": round(t_data, 1), "train seconds (this call)": round(t_train, 1)})
+    (runs / "results.json").write_text(json.dumps(res, indent=1, default=str))
+    ev.write_report(res, runs / "report.html")
+    return res

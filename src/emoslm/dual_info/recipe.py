@@ -1,0 +1,278 @@
+"""Recipe: the dual-information speech LM's three training stages (paper 002, III-C).
+
+- ``stage: 1`` joint training of both adapters on linguistic (ASR) and paralinguistic (gender, pitch, tempo,
+  energy, emotion) tasks, both kinds of embeddings from speech.
+- ``stage: 2`` Equivalence Replacement Regularization (ERR). Each example trains one adapter with the other
+  frozen (its output computed without gradients): a linguistic example (ASR) trains the linguistic adapter,
+  with the paralinguistic slot filled, with equal probability, from speech (the frozen paralinguistic
+  adapter), from text (the speaking-style caption) or left empty; a paralinguistic example (an attribute
+  question) trains the paralinguistic adapter, with the linguistic slot from speech, the transcript, or empty
+  (:func:`err_sources`). Half the examples of a batch are of each kind, so both adapters learn every step.
+- ``stage: 3`` holistic fine-tuning: dual-information examples (a conversation's context turns as text and
+  the spoken user turn; the target is the frozen LLM's reply to the true text and caption) mixed with a
+  ``1 - dual_share`` portion of single-information examples; both adapters learn, both slots from speech.
+
+The speech encoder (Whisper tiny.en by default) and the LLM (SmolLM2-135M-Instruct) are frozen; the
+encoder's frames are computed once per utterance (:class:`emoslm.models.frozen_speech.FeatureCache`).
+AdamW, warmup then linear decay, weight decay 0.05; the checkpoint with the best dev score (minus the
+teacher-forced loss on a fixed dev set of the stage's own mixture) is kept.
+
+    emoslm train dual_info --config dual_info_stage1 [--set train.max_steps=...]
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from emoslm.audio import load_audio
+from emoslm.data.captions import style_caption
+from emoslm.data.manifests import attr, load_prepared
+from emoslm.dual_info.conversations import load_conversations
+from emoslm.dual_info.model import SOURCES, DualInfoConfig, DualInfoSLM, Example
+from emoslm.dual_info.tasks import (
+    ASR_INSTRUCTIONS,
+    ATTRIBUTE_TASKS,
+    draw,
+    system_message,
+)
+from emoslm.models.frozen_speech import (
+    FeatureCache,
+    build_frozen_encoder,
+    frames_per_token,
+)
+from emoslm.training.trainer import (
+    TrainArgs,
+    Trainer,
+    rank_zero_first,
+    start_run,
+    write_run_config,
+)
+from emoslm.training.trainer import best_checkpoint as _best_checkpoint
+
+log = logging.getLogger(__name__)
+
+STAGES = (1, 2, 3)
+
+
+@dataclass
+class Utterance:
+    """What the tasks need of one utterance: its id, audio location, transcript and attributes."""
+
+    id: str
+    split: str
+    speaker: str
+    audio: str
+    start: float
+    duration: float
+    text: str
+    attrs: dict[str, Any]
+
+
+def load_utterances(data: str | Path, split: str, limit: int | None = None, seed: int = 0) -> list[Utterance]:
+    """The utterances of a prepared corpus's split (a seeded subset of ``limit`` when given)."""
+    prepared = load_prepared(data)
+    if split not in prepared:
+        raise ValueError(f"{data} has no {split!r} split (has: {', '.join(prepared)})")
+    recs = prepared[split]["recordings"]
+    sups = list(prepared[split]["supervisions"])
+    if limit is not None and limit < len(sups):
+        keep = sorted(np.random.default_rng(seed).choice(len(sups), limit, replace=False))
+        sups = [sups[i] for i in keep]
+    out = []
+    for s in sups:
+        attrs = {k: attr(s, k) for k in ("gender", "pitch_level", "tempo_level", "energy_level", "emotion")}
+        out.append(Utterance(s.id, split, s.speaker, str(recs[s.recording_id].sources[0].source), float(s.start),
+                             float(s.duration), s.text or "", attrs))
+    return out
+
+
+def has_attributes(u: Utterance, tasks: Sequence[str]) -> bool:
+    """Whether ``u`` has a known answer to every one of the attribute ``tasks`` (and a transcript for ASR)."""
+    return bool(u.text) and all(u.attrs.get(ATTRIBUTE_TASKS[t].field) in ATTRIBUTE_TASKS[t].choices for t in tasks)
+
+
+def utterance_features(cache: FeatureCache, utts: Sequence[Utterance], progress: bool = True,
+                       desc: str = "speech features") -> dict[str, np.ndarray]:
+    def loader(u: Utterance):
+        return lambda: load_audio(u.audio, offset=u.start, duration=u.duration)
+
+    return cache.fill([(u.id, loader(u)) for u in utts], progress=progress, desc=desc)
+
+
+# ------------------------------------------------------------------------------------------------ examples
+
+
+def attribute_example(u: Utterance, frames: np.ndarray, task: str, rng: np.random.Generator | None,
+                      p_source: str = "speech", l_source: str = "speech", train_p: bool = True,
+                      train_l: bool = True) -> Example:
+    t = ATTRIBUTE_TASKS[task]
+    label = u.attrs.get(t.field)
+    return Example(frames, [system_message("paralinguistic", rng)], t.prompt(rng),
+                   t.target(label) if label is not None else "", p_source, l_source,
+                   style_caption(u.attrs, rng), u.text, train_p, train_l, task)
+
+
+def asr_example(u: Utterance, frames: np.ndarray, rng: np.random.Generator | None, p_source: str = "speech",
+                l_source: str = "speech", train_p: bool = True, train_l: bool = True) -> Example:
+    return Example(frames, [system_message("linguistic", rng)], draw(ASR_INSTRUCTIONS, rng), u.text, p_source,
+                   l_source, style_caption(u.attrs, rng), u.text, train_p, train_l, "asr")
+
+
+def conversation_example(row: dict[str, Any], frames: np.ndarray, p_source: str = "speech",
+                         l_source: str = "speech") -> Example:
+    context = [{"role": "system", "content": row["system"]}, *row["context"]]
+    return Example(frames, context, "", row.get("response", ""), p_source, l_source, row["caption"], row["text"],
+                   True, True, "conversation")
+
+
+def err_sources(side: str, rng: np.random.Generator) -> tuple[str, str]:
+    """ERR's (p_source, l_source) for an example training the ``side`` adapter ("p" or "l"): the other slot
+    is speech, text or none with equal probability; the trained slot is always speech."""
+    other = SOURCES[int(rng.integers(len(SOURCES)))]
+    if side == "l":
+        return other, "speech"
+    if side == "p":
+        return "speech", other
+    raise ValueError(f"side must be 'p' or 'l', got {side!r}")
+
+
+# ------------------------------------------------------------------------------------------------ recipe
+
+
+@dataclass
+class DualInfoRecipeConfig:
+    data: str = "data/synth_demo"
+    conversations: str | None = "data/conversations_demo"  # needed by stage 3 (emoslm synth conversations)
+    features: str = "data/features"
+    encoder: dict = field(default_factory=lambda: {"kind": "whisper", "model": "tiny.en"})
+    out_dir: str = "runs/dual_info/stage1"
+    stage: int = 1
+    init_from: str | None = None
+    model: dict = field(default_factory=lambda: {"llm": {"name": "smollm2"}, "p_len": 8, "p_heads": 8,
+                                                 "p_layers": 1, "p_ff": 1024, "dropout": 0.1, "l_hidden": 1024})
+    tasks: list[str] = field(default_factory=lambda: list(ATTRIBUTE_TASKS))
+    asr_share: float = 0.4  # stages 1 and 3: the share of ASR among single-information examples
+    dual_share: float = 0.6  # stage 3: the share of conversation examples
+    max_train_utterances: int | None = None
+    dev_examples: int = 48
+    batch_size: int = 8
+    threads: int = 2
+    progress: bool = True
+    train: TrainArgs = field(default_factory=lambda: TrainArgs(
+        max_steps=300, lr=1e-3, warmup_steps=30, weight_decay=0.05, optimizer="adamw", schedule="linear",
+        min_lr_ratio=0.0, eval_every=100, save_every=100))
+
+
+class DualInfoRecipe:
+    def __init__(self, cfg: DualInfoRecipeConfig):
+        if cfg.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {cfg.stage!r}")
+        unknown = set(cfg.tasks) - set(ATTRIBUTE_TASKS)
+        if unknown:
+            raise ValueError(f"unknown paralinguistic tasks {sorted(unknown)} (known: {', '.join(ATTRIBUTE_TASKS)})")
+        if cfg.stage > 1 and not cfg.init_from:
+            log.warning("stage %d without init_from: the adapters start untrained", cfg.stage)
+        if cfg.stage == 3 and not cfg.conversations:
+            raise ValueError("stage 3 needs conversations (build them with: emoslm synth conversations)")
+        self.cfg = cfg
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.rank, self.world = start_run(cfg.threads, cfg.train.seed)
+        encoder = build_frozen_encoder(cfg.encoder)
+        self.model = DualInfoSLM(DualInfoConfig(**{
+            "speech_dim": encoder.dim, "frame_rate": encoder.frame_rate,
+            "l_stack": frames_per_token(encoder.frame_rate), **cfg.model}))
+        if cfg.init_from:
+            self.model.load_weights(cfg.init_from)
+        cache = FeatureCache(cfg.features, encoder)
+
+        def load():  # only utterances that answer every task get their features computed
+            train = [u for u in load_utterances(cfg.data, "train", cfg.max_train_utterances, cfg.train.seed)
+                     if has_attributes(u, cfg.tasks)]
+            dev = [u for u in load_utterances(cfg.data, "dev") if has_attributes(u, cfg.tasks)]
+            conv = {"train": [], "dev": []}
+            if cfg.stage == 3:
+                conv = {s: load_conversations(cfg.conversations, s) for s in conv}
+            extra = [conversation_utterance(r) for s in conv for r in conv[s]]
+            feats = utterance_features(cache, train + dev + extra, cfg.progress and self.rank == 0)
+            return train, dev, conv, feats
+
+        self.train_utts, self.dev_utts, self.conv, self.feats = rank_zero_first(load)
+        if not self.train_utts:
+            raise ValueError(f"{cfg.data}: no training utterance has all of the attributes {cfg.tasks}")
+        if cfg.stage == 3 and not self.conv["train"]:
+            raise ValueError(f"{cfg.conversations} has no training conversations")
+        rng = np.random.default_rng(cfg.train.seed + 1)
+        sides = ["p", "l"] if cfg.stage == 2 else [None]
+        self.dev_set = [self.draw(self.dev_utts, self.conv["dev"], rng, sides[i % len(sides)])
+                        for i in range(cfg.dev_examples)] if self.dev_utts else []
+
+    # one example of this stage's mixture
+    def draw(self, utts: Sequence[Utterance], convs: Sequence[dict], rng: np.random.Generator,
+             side: str | None = None) -> Example:
+        """``side`` (stage 2): the adapter the example trains, "p" or "l" (drawn with equal odds when None)."""
+        cfg = self.cfg
+        if cfg.stage == 3 and convs and rng.random() < cfg.dual_share:
+            row = convs[int(rng.integers(len(convs)))]
+            return conversation_example(row, self.feats[row["supervision_id"]])
+        u = utts[int(rng.integers(len(utts)))]
+        frames = self.feats[u.id]
+        if cfg.stage == 2:
+            side = side or ("l" if rng.random() < 0.5 else "p")
+            p_src, l_src = err_sources(side, rng)
+            if side == "l":
+                return asr_example(u, frames, rng, p_src, l_src, train_p=False, train_l=True)
+            task = cfg.tasks[int(rng.integers(len(cfg.tasks)))]
+            return attribute_example(u, frames, task, rng, p_src, l_src, train_p=True, train_l=False)
+        if rng.random() < cfg.asr_share:
+            return asr_example(u, frames, rng)
+        return attribute_example(u, frames, cfg.tasks[int(rng.integers(len(cfg.tasks)))], rng)
+
+    def batch_fn(self, step: int, rng: np.random.Generator) -> list[Example]:
+        n = self.cfg.batch_size
+        # stage 2: half the batch trains each adapter, so both learn every step (and DDP sees every gradient)
+        sides = ["p"] * (n // 2) + ["l"] * (n - n // 2) if self.cfg.stage == 2 else [None] * n
+        return [self.draw(self.train_utts, self.conv["train"], rng, side) for side in sides]
+
+    def loss_fn(self, model: DualInfoSLM, batch: list[Example]):
+        return model.loss(batch)
+
+    def eval_fn(self, model: DualInfoSLM) -> dict:
+        if not self.dev_set:
+            return {"score": 0.0}
+        losses, sizes = [], []
+        for i in range(0, len(self.dev_set), self.cfg.batch_size):
+            batch = self.dev_set[i:i + self.cfg.batch_size]
+            _, info = model.loss(batch)
+            losses.append(info["loss"])
+            sizes.append(info["tokens"])
+        loss = float(np.average(losses, weights=sizes))
+        return {"valid_loss": loss, "score": -loss}
+
+    def train(self) -> dict:
+        write_run_config(self.cfg, self.cfg.out_dir)
+        trainer = Trainer(self.model, self.batch_fn, self.loss_fn, self.cfg.out_dir, self.cfg.train, self.eval_fn)
+        return trainer.fit()
+
+
+def conversation_utterance(row: dict[str, Any]) -> Utterance:
+    """The spoken turn of a conversation example, as an utterance (its features are cached by id)."""
+    return Utterance(row["supervision_id"], row.get("split", ""), row.get("speaker", ""), row["audio"],
+                     float(row.get("start", 0.0)), float(row["duration"]), row["text"], dict(row.get("attrs", {})))
+
+
+def run(cfg: DualInfoRecipeConfig) -> dict:
+    recipe = DualInfoRecipe(cfg)
+    recipe.setup()
+    return recipe.train()
+
+
+def best_checkpoint(out_dir: str | Path) -> Path:
+    """The best (else last) model checkpoint of a run."""
+    return _best_checkpoint(out_dir, "dual-information")

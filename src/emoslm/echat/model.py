@@ -1,0 +1,378 @@
+"""E-chat (paper 003): speech encoder -> two layer weightings -> connection module -> frozen LLM decoder.
+
+- The speech encoder exposes all its hidden layers (:class:`SpeechEncoder`): the fbank transformer of this
+  project, or any ``transformers`` speech encoder that returns hidden states (Whisper, HuBERT, WavLM, ...)
+  loaded from a local directory.
+- Two learned softmax weightings over those layers (:class:`~emoslm.models.adapters.LayerWeighting`): one
+  gives the speech embeddings, the other the emotion embeddings (Sec. 3.1).
+- The connection module: frames stacked by ``stack``, a linear map, ``connector_layers`` (4) transformer
+  encoder layers and a projection into the LLM's embedding space. The emotion embedding is the attentively
+  pooled emotion-weighted hidden states projected to one LLM token; an auxiliary head classifies the same
+  pooled vector. Its prediction is never fed to the LLM (Sec. 3.2).
+- LLM input: ``BOS, emotion embedding, speech embeddings, prompt`` (stage 1 leaves the emotion embedding out,
+  as in Fig. 2), then the target text and EOS; the loss is on the target and EOS only.
+
+Training stages (:meth:`EChatModel.set_stage`): stage 1 trains encoder + speech weighting + connector;
+stage 2 trains connector + emotion weighting, pooling, projection and head, with encoder, speech weighting
+and LLM frozen. The LLM is always frozen. Loss: :func:`mix_loss`, ``(1 - alpha) L_decoder + alpha L_emotion``.
+What trains, the frozen parts' eval mode and the checkpoints are the shared
+:class:`~emoslm.models.speech_llm.SpeechLLM`'s (``model.speech_llm``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from emoslm.features import fbank
+from emoslm.labels import get_label_set
+from emoslm.models.adapters import LayerWeighting  # shared; re-exported
+from emoslm.models.encoders import (
+    AttentivePooling,
+    FbankTransformerEncoder,
+    encoder_config,
+    lengths_to_mask,
+)
+from emoslm.models.io import config_from_dict, config_to_dict
+from emoslm.models.llm import LLMSpec, load_backbone
+from emoslm.models.speech_llm import SpeechLLM, checkpoint_config
+
+#: Prompts of paper 003 (Sec. 5.1).
+ASR_PROMPT = "Transcribe the speech."
+RESPONSE_PROMPT = "You are requested to provide a comforting response based on the emotion conveyed in this speech."
+
+_CONNECTOR = ("in_proj", "connector", "out_proj")
+_KIND = "an E-chat"  # what the checkpoint errors say a folder is not
+
+
+def _stage_parts(stage: int) -> tuple[str, ...]:
+    """The parts that train in ``stage`` (1: ASR, 2: emotional-response SFT); the LLM never does."""
+    if stage == 1:
+        return ("encoder", "speech_weights", *_CONNECTOR)
+    if stage == 2:
+        return (*_CONNECTOR, "emotion_weights", "emotion_pool", "emotion_proj", "emotion_head")
+    raise ValueError(f"stage must be 1 or 2, got {stage}")
+
+
+def mix_loss(decoder_loss: torch.Tensor, emotion_loss: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    """Eq. 1: ``(1 - alpha) * L_decoder + alpha * L_emotion`` (``alpha = 0``: the decoder loss alone)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if alpha == 0.0 or emotion_loss is None:
+        if alpha and emotion_loss is None:
+            raise ValueError("alpha > 0 needs an emotion loss (emotion labels in the batch)")
+        return decoder_loss
+    return (1.0 - alpha) * decoder_loss + alpha * emotion_loss
+
+
+# ------------------------------------------------------------------------------------------------ encoders
+
+
+class SpeechEncoder(nn.Module):
+    """A speech encoder that returns all its hidden layers.
+
+    ``spec`` rebuilds the same architecture with :func:`build_speech_encoder`. ``featurize(wave)`` turns one 16 kHz waveform into the encoder's input (computed once per utterance and
+    cached by the recipes); ``forward(inputs)`` runs a batch of them and returns ``(hidden_states, mask)``:
+    ``n_hidden_states`` tensors ``[B, T, d_model]`` and a ``[B, T]`` bool mask, True on valid frames.
+    """
+
+    n_hidden_states: int
+    d_model: int
+    spec: dict[str, Any]
+
+    def featurize(self, wave: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def forward(self, inputs: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        raise NotImplementedError
+
+
+def _pad(arrays: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Arrays ``[T_i, ...]`` -> float32 ``[B, T, ...]`` (zero padded) and lengths ``[B]``."""
+    lengths = torch.tensor([a.shape[0] for a in arrays])
+    out = torch.zeros((len(arrays), int(lengths.max()), *arrays[0].shape[1:]))
+    for i, a in enumerate(arrays):
+        out[i, : a.shape[0]] = torch.from_numpy(np.asarray(a, dtype=np.float32))
+    return out, lengths
+
+
+class FbankSpeechEncoder(SpeechEncoder):
+    """This project's fbank transformer (:class:`FbankTransformerEncoder`): ``n_layers + 1`` hidden states.
+
+    ``init``: a pretrained encoder directory (e.g. the demo's SER encoder) whose architecture and weights are
+    used; otherwise ``preset`` with ``overrides``, randomly initialised.
+    """
+
+    def __init__(self, preset: str = "tiny", init: str | None = None, **overrides: Any):
+        super().__init__()
+        if init is not None:
+            if overrides:
+                raise ValueError(f"an encoder initialised from {init} takes its sizes from there, not {overrides}")
+            self.net = FbankTransformerEncoder.from_pretrained(init)
+        else:
+            self.net = FbankTransformerEncoder(encoder_config(preset, **overrides))
+        self.n_hidden_states = self.net.config.n_layers + 1
+        self.d_model = self.net.config.d_model
+        #: the architecture, without the init path: a saved E-chat model rebuilds its encoder from this
+        self.spec = {"kind": "fbank", "preset": preset, **asdict(self.net.config)}
+
+    def featurize(self, wave: np.ndarray) -> np.ndarray:
+        return fbank(wave)
+
+    def forward(self, inputs: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        feats, lengths = _pad(inputs)
+        out = self.net(feats, lengths, output_hidden_states=True)
+        return list(out.hidden_states or []), out.mask
+
+
+class HFSpeechEncoder(SpeechEncoder):
+    """A ``transformers`` speech encoder from a local directory (model + feature extractor files).
+
+    Whisper-style models (log-mel ``input_features``, padded to 30 s by their feature extractor) use their
+    encoder, and all its 1500 output frames are passed on (Whisper was trained attending to its padding);
+    wav2vec2-style models (HuBERT, WavLM, wav2vec 2.0: ``input_values``) are used whole, padding masked.
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+
+        p = Path(path).expanduser()
+        if not (p / "config.json").is_file() or not (p / "preprocessor_config.json").is_file():
+            raise FileNotFoundError(f"{p}: not a local transformers speech encoder directory (needs config.json and "
+                                    "preprocessor_config.json; model hub ids are not looked up)")
+        config = AutoConfig.from_pretrained(p, local_files_only=True)
+        for name in ("layerdrop", "encoder_layerdrop"):  # a skipped layer would be missing from the hidden states
+            if hasattr(config, name):
+                setattr(config, name, 0.0)
+        model = AutoModel.from_pretrained(p, config=config, local_files_only=True)
+        self.extractor = AutoFeatureExtractor.from_pretrained(p, local_files_only=True)
+        self.whisper = "input_features" in self.extractor.model_input_names
+        self.net = model.get_encoder() if self.whisper else model
+        # counted, not read from the config: models differ (WavLM returns no separate input embedding)
+        with torch.no_grad():
+            probe, _ = self.forward([self.featurize(np.zeros(16000, dtype=np.float32))])
+        self.n_hidden_states = len(probe)
+        self.d_model = int(probe[0].shape[-1])
+        self.spec = {"kind": "hf", "path": str(p)}
+
+    def featurize(self, wave: np.ndarray) -> np.ndarray:
+        if self.whisper:  # [3000, n_mels]: frames first, so that utterances stack along time like fbank
+            return self.extractor(wave, sampling_rate=16000, return_tensors="np")["input_features"][0].T
+        return self.extractor(wave, sampling_rate=16000, return_tensors="np")["input_values"][0]
+
+    def forward(self, inputs: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        x, lengths = _pad(inputs)
+        dev = next(self.net.parameters()).device
+        if self.whisper:
+            out = self.net(x.transpose(1, 2).to(dev), output_hidden_states=True)
+            n = out.hidden_states[0].shape[1]
+            mask = torch.ones(len(inputs), n, dtype=torch.bool, device=dev)  # Whisper attends to its padding
+        else:
+            att = lengths_to_mask(lengths, x.shape[1]).long().to(dev)
+            out = self.net(x.to(dev), attention_mask=att, output_hidden_states=True)
+            n = out.hidden_states[0].shape[1]
+            frames = self.net._get_feat_extract_output_lengths(lengths).clamp(max=n)
+            mask = lengths_to_mask(frames.to(dev), n)
+        return [h.masked_fill(~mask[..., None], 0.0) for h in out.hidden_states], mask
+
+
+def build_speech_encoder(spec: dict[str, Any]) -> SpeechEncoder:
+    """``{"kind": "fbank", "preset": "tiny", ...overrides}`` or ``{"kind": "hf", "path": DIR}``."""
+    spec = dict(spec)
+    kind = spec.pop("kind", "fbank")
+    if kind == "fbank":
+        return FbankSpeechEncoder(**spec)
+    if kind == "hf":
+        return HFSpeechEncoder(**spec)
+    raise ValueError(f"unknown speech encoder kind {kind!r} (fbank or hf)")
+
+
+# ------------------------------------------------------------------------------------------------- model
+
+
+@dataclass
+class EChatConfig:
+    """Sizes of :class:`EChatModel`. ``llm`` is an :class:`LLMSpec` as a dict; its mode is always ``frozen``."""
+
+    encoder: dict = field(default_factory=lambda: {"kind": "fbank", "preset": "tiny"})
+    llm: dict = field(default_factory=lambda: {"name": "smollm2"})
+    label_set: str = "echat5"
+    stack: int = 2
+    d_connector: int = 256
+    connector_layers: int = 4
+    connector_heads: int = 4
+    connector_ff: int = 1024
+    dropout: float = 0.1
+    max_new_tokens: int = 48
+
+
+@dataclass
+class Sample:
+    """One training example: encoder input, prompt, target text, and the emotion (index) when known."""
+
+    inputs: np.ndarray
+    prompt: str
+    target: str
+    emotion: int | None = None
+
+
+class EChatModel(nn.Module):
+    """The E-chat model (paper 003, Fig. 2)."""
+
+    #: the shared shell over this model's parts (attached in __init__, not a submodule: SpeechLLM.attach)
+    speech_llm: SpeechLLM
+
+    def __init__(self, cfg: EChatConfig):
+        super().__init__()
+        self.encoder = build_speech_encoder(cfg.encoder)
+        self.cfg = replace(cfg, encoder=self.encoder.spec)
+        self.label_set = get_label_set(cfg.label_set)
+        d, n_layers = self.encoder.d_model, self.encoder.n_hidden_states
+        self.speech_weights = LayerWeighting(n_layers)
+        self.emotion_weights = LayerWeighting(n_layers)
+        self.backbone = load_backbone(LLMSpec(**{**cfg.llm, "mode": "frozen"}))
+        self.llm = self.backbone.model  # a registered submodule: its (frozen) weights are part of the state
+        hidden = self.backbone.hidden_size
+        self.in_proj = nn.Linear(d * cfg.stack, cfg.d_connector)
+        self.connector = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(cfg.d_connector, cfg.connector_heads, cfg.connector_ff, cfg.dropout,
+                                       batch_first=True, norm_first=True),
+            cfg.connector_layers, enable_nested_tensor=False)
+        self.out_proj = nn.Sequential(nn.LayerNorm(cfg.d_connector), nn.Linear(cfg.d_connector, hidden))
+        self.emotion_pool = AttentivePooling(d)
+        self.emotion_proj = nn.Linear(d, hidden)
+        self.emotion_head = nn.Linear(d, len(self.label_set))
+        adapters = ("speech_weights", "emotion_weights", *_CONNECTOR, "emotion_pool", "emotion_proj", "emotion_head")
+        SpeechLLM(self.backbone, {name: getattr(self, name) for name in adapters}, encoder=self.encoder).attach(self)
+        self.stage = 1
+        self.set_stage(1)
+
+    # ------------------------------------------------------------------------------------ stages
+
+    def stage_modules(self, stage: int) -> list[nn.Module]:
+        """The modules trained in ``stage`` (1: ASR, 2: emotional-response SFT)."""
+        return [getattr(self, name) for name in _stage_parts(stage)]
+
+    def set_stage(self, stage: int) -> "EChatModel":
+        trained = _stage_parts(stage)
+        self.speech_llm.set_trainable(**{name: name in trained for name in self.speech_llm.part_names})
+        self.stage = stage
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "EChatModel":
+        super().train(mode)
+        self.speech_llm.train(mode)  # the frozen parts (always the LLM; the encoder in stage 2) in eval mode
+        return self
+
+    # ------------------------------------------------------------------------------------ encoding
+
+    @property
+    def device(self) -> torch.device:
+        return self.speech_llm.device
+
+    def encode(self, inputs: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Speech embeddings ``[B, N, H]`` with their mask ``[B, N]``, and pooled emotion vectors ``[B, d]``."""
+        hidden_states, mask = self.speech_llm.encode(inputs)  # without autograd when frozen (stage 2)
+        speech = self.speech_weights(hidden_states)
+        emotion = self.emotion_pool(self.emotion_weights(hidden_states), mask)
+        k = self.cfg.stack
+        b, t, d = speech.shape
+        t_k = -(-t // k)
+        speech = F.pad(speech, (0, 0, 0, t_k * k - t)).reshape(b, t_k, d * k)
+        lengths = -(-mask.sum(1) // k)
+        smask = lengths_to_mask(lengths, t_k)
+        x = self.connector(self.in_proj(speech), src_key_padding_mask=~smask)
+        return self.out_proj(x), smask, emotion
+
+    def emotion_logits(self, emotion: torch.Tensor) -> torch.Tensor:
+        return self.emotion_head(emotion)
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.backbone.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _prefix(self, speech: torch.Tensor, emotion: torch.Tensor | None, prompt: str) -> torch.Tensor:
+        """``BOS, [emotion embedding], speech embeddings, prompt`` as embeddings ``[L, H]``."""
+        tok = self.backbone.tokenizer
+        bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        parts = [self.speech_llm.embed([bos])]
+        if emotion is not None:
+            parts.append(self.emotion_proj(emotion)[None])
+        parts += [speech, self.speech_llm.embed(self._ids(" " + prompt + "\n"))]
+        return torch.cat(parts)
+
+    def _use_emotion(self) -> bool:
+        return self.stage == 2
+
+    # ------------------------------------------------------------------------------------ training
+
+    def loss(self, batch: Sequence[Sample], alpha: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """Eq. 1 over a batch; info: the two losses and the emotion head's accuracy."""
+        speech, smask, emotion = self.encode([s.inputs for s in batch])
+        eos = self.backbone.tokenizer.eos_token_id
+        seqs, labels = [], []
+        for i, s in enumerate(batch):
+            prefix = self._prefix(speech[i][smask[i]], emotion[i] if self._use_emotion() else None, s.prompt)
+            target = torch.tensor(self._ids(s.target) + [eos], device=self.device)
+            seqs.append(torch.cat([prefix, self.speech_llm.embed(target)]))
+            labels.append(torch.cat([torch.full((prefix.shape[0],), -100, device=self.device), target]))
+        n = max(x.shape[0] for x in seqs)
+        embeds = torch.stack([F.pad(x, (0, 0, 0, n - x.shape[0])) for x in seqs])
+        att = torch.stack([torch.arange(n, device=self.device) < x.shape[0] for x in seqs]).long()
+        lab = torch.stack([F.pad(y, (0, n - y.shape[0]), value=-100) for y in labels])
+        decoder_loss = self.llm(inputs_embeds=embeds, attention_mask=att, labels=lab).loss
+        info = {"decoder_loss": float(decoder_loss.detach())}
+        emotion_loss = None
+        known = [i for i, s in enumerate(batch) if s.emotion is not None]
+        if known and alpha > 0:
+            logits = self.emotion_logits(emotion[known])
+            target_emo = torch.tensor([batch[i].emotion for i in known], device=self.device)
+            emotion_loss = F.cross_entropy(logits, target_emo)
+            info["emotion_loss"] = float(emotion_loss.detach())
+            info["emotion_acc"] = float((logits.argmax(-1) == target_emo).float().mean())
+        return mix_loss(decoder_loss, emotion_loss, alpha), info
+
+    # ------------------------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def generate(self, inputs: Sequence[np.ndarray], prompt: str, max_new_tokens: int | None = None
+                 ) -> list[tuple[str, str]]:
+        """``(recognised emotion, text)`` for each utterance (greedy decoding, one utterance at a time)."""
+        speech, smask, emotion = self.encode(inputs)
+        probs = torch.softmax(self.emotion_logits(emotion), -1)
+        tok = self.backbone.tokenizer
+        out = []
+        for i in range(len(inputs)):
+            prefix = self._prefix(speech[i][smask[i]], emotion[i] if self._use_emotion() else None, prompt)[None]
+            ids = self.llm.generate(inputs_embeds=prefix, attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long),
+                                    max_new_tokens=max_new_tokens or self.cfg.max_new_tokens, do_sample=False,
+                                    eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+            text = tok.decode(ids[0], skip_special_tokens=True).strip()
+            out.append((self.label_set.labels[int(probs[i].argmax())], text))
+        return out
+
+    # ------------------------------------------------------------------------------------ checkpoints
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Every weight except a pretrained LLM's (the frozen encoder too: stage 1 trained it), and the stage."""
+        return self.speech_llm.save_pretrained(
+            path, {"_class": "EChatModel", "_stage": self.stage, **config_to_dict(self.cfg)})
+
+    def load_weights(self, path: str | Path) -> "EChatModel":
+        """Load a checkpoint's weights into this model (the LLM's may be absent: they are the package's)."""
+        self.speech_llm.load_weights(path, _KIND)
+        return self
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "EChatModel":
+        """The model a checkpoint folder holds, at its stage, on ``map_location``, in eval mode."""
+        raw = checkpoint_config(path, _KIND)
+        model = cls(config_from_dict(EChatConfig, raw)).load_weights(path)
+        model.set_stage(int(raw.get("_stage", 2)))
+        return model.to(map_location).eval()

@@ -1,0 +1,153 @@
+"""Recipe: E-chat's two-stage training (paper 003, Sec. 3.2).
+
+- ``stage: 1`` (ASR): encoder + speech layer weighting + connection module trainable, LLM frozen, alpha = 0,
+  prompt "Transcribe the speech."; data: the dialogue dataset's training questions, plus an optional prepared
+  corpus with transcripts (``asr_corpus``, e.g. the synthetic corpus ``data/synth_demo``);
+- ``stage: 2`` (emotional-response SFT on the dialogue dataset): connection module + emotion weighting, pooling,
+  projection and head trainable; encoder and LLM frozen; loss ``(1 - alpha) L_decoder + alpha L_emotion`` with
+  alpha = 0.1; ``init_from`` the stage-1 checkpoint.
+
+Every utterance's encoder input is computed once. The dev score is minus the teacher-forced decoder loss on the
+valid split (cheap; the generated responses are scored by :func:`emoslm.echat.evaluation.evaluate_echat`).
+
+    emoslm train echat --config echat_stage1 [--set train.max_steps=...]
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from emoslm.audio import load_audio
+from emoslm.data.manifests import load_prepared
+from emoslm.echat.dialogue import load_manifest
+from emoslm.echat.model import (
+    ASR_PROMPT,
+    RESPONSE_PROMPT,
+    EChatConfig,
+    EChatModel,
+    Sample,
+)
+from emoslm.training.trainer import (
+    TrainArgs,
+    Trainer,
+    rank_zero_first,
+    start_run,
+    write_run_config,
+)
+from emoslm.training.trainer import best_checkpoint as _best_checkpoint
+
+log = logging.getLogger(__name__)
+
+ALPHA = {1: 0.0, 2: 0.1}  # paper 003, Eq. 1
+
+
+@dataclass
+class EChatRecipeConfig:
+    data: str = "data/echat_demo"
+    out_dir: str = "runs/echat/stage1"
+    stage: int = 1
+    init_from: str | None = None  # stage 2 starts from the stage-1 checkpoint
+    model: dict = field(default_factory=lambda: {
+        "encoder": {"kind": "fbank", "preset": "tiny"}, "llm": {"name": "smollm2"}, "stack": 2,
+        "d_connector": 256, "connector_layers": 4, "connector_heads": 4, "connector_ff": 1024, "dropout": 0.1})
+    alpha: float | None = None  # default: 0 in stage 1, 0.1 in stage 2
+    asr_corpus: str | None = None  # a prepared corpus with transcripts, added to stage 1's data
+    asr_max_utterances: int | None = None  # a seeded subset of its training split
+    batch_size: int = 8
+    threads: int = 1
+    train: TrainArgs = field(default_factory=lambda: TrainArgs(max_steps=300, lr=5e-4, warmup_steps=30,
+                                                                 eval_every=100, save_every=100, optimizer="adamw"))
+
+
+def asr_samples(corpus: str, featurize, limit: int | None, seed: int) -> list[Sample]:
+    """(speech, transcript) samples of a prepared corpus's training split."""
+    prepared = load_prepared(corpus)
+    if "train" not in prepared:
+        raise ValueError(f"{corpus} has no train split")
+    recs = prepared["train"]["recordings"]
+    sups = [s for s in prepared["train"]["supervisions"] if s.text]
+    if limit is not None and limit < len(sups):
+        sups = [sups[i] for i in sorted(np.random.default_rng(seed).choice(len(sups), limit, replace=False))]
+    return [Sample(featurize(load_audio(recs[s.recording_id].sources[0].source, offset=s.start,
+                                        duration=s.duration)), ASR_PROMPT, s.text) for s in sups]
+
+
+class EChatRecipe:
+    def __init__(self, cfg: EChatRecipeConfig):
+        if cfg.stage not in ALPHA:
+            raise ValueError(f"stage must be 1 or 2, got {cfg.stage!r}")
+        if cfg.stage == 2 and not cfg.init_from:
+            log.warning("stage 2 without init_from: the connection module was not trained on ASR (stage 1)")
+        self.cfg = cfg
+        self.alpha = ALPHA[cfg.stage] if cfg.alpha is None else cfg.alpha
+
+    def samples(self, split: str) -> list[Sample]:
+        featurize = self.model.encoder.featurize
+        rows = load_manifest(self.cfg.data, split)
+        if self.cfg.stage == 1:
+            return [Sample(featurize(load_audio(r["audio"])), ASR_PROMPT, r["question"]) for r in rows]
+        ls = self.model.label_set
+        return [Sample(featurize(load_audio(r["audio"])), RESPONSE_PROMPT, r["response"], ls.index(r["emotion"]))
+                for r in rows]
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.rank, self.world = start_run(cfg.threads, cfg.train.seed)
+        self.model = EChatModel(EChatConfig(**cfg.model))
+        if cfg.init_from:
+            self.model.load_weights(cfg.init_from)
+        self.model.set_stage(cfg.stage)
+
+        def load():
+            train = self.samples("train")
+            if cfg.stage == 1 and cfg.asr_corpus:
+                train += asr_samples(cfg.asr_corpus, self.model.encoder.featurize, cfg.asr_max_utterances,
+                                     cfg.train.seed)
+            return train, self.samples("valid")
+
+        self.train_set, self.valid_set = rank_zero_first(load)
+        if not self.train_set:
+            raise ValueError(f"{cfg.data} has no training entries")
+
+    def batch_fn(self, step: int, rng: np.random.Generator) -> list[Sample]:
+        idx = rng.choice(len(self.train_set), size=min(self.cfg.batch_size, len(self.train_set)), replace=False)
+        return [self.train_set[int(i)] for i in idx]
+
+    def loss_fn(self, model: EChatModel, batch: list[Sample]):
+        return model.loss(batch, self.alpha)
+
+    def eval_fn(self, model: EChatModel) -> dict:
+        if not self.valid_set:
+            return {"score": 0.0}
+        losses, accs, sizes = [], [], []
+        for i in range(0, len(self.valid_set), self.cfg.batch_size):
+            batch = self.valid_set[i:i + self.cfg.batch_size]
+            _, info = model.loss(batch, self.alpha)
+            losses.append(info["decoder_loss"])
+            accs.append(info.get("emotion_acc", np.nan))
+            sizes.append(len(batch))
+        loss = float(np.average(losses, weights=sizes))
+        res = {"valid_decoder_loss": loss, "score": -loss}
+        if self.alpha > 0:
+            res["valid_emotion_acc"] = float(np.average(accs, weights=sizes))
+        return res
+
+    def train(self) -> dict:
+        write_run_config(self.cfg, self.cfg.out_dir)
+        trainer = Trainer(self.model, self.batch_fn, self.loss_fn, self.cfg.out_dir, self.cfg.train, self.eval_fn)
+        return trainer.fit()
+
+
+def run(cfg: EChatRecipeConfig) -> dict:
+    recipe = EChatRecipe(cfg)
+    recipe.setup()
+    return recipe.train()
+
+
+def best_checkpoint(out_dir: str | Path) -> Path:
+    """The best (else last) model checkpoint of a run."""
+    return _best_checkpoint(out_dir, "E-chat")

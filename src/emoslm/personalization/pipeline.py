@@ -1,0 +1,181 @@
+"""The main job: synthesise the demo corpus, train paper 000's models, evaluate them, write the report.
+
+Each step is a recipe run with a packaged config (``src/emoslm/configs``) whose paths and step counts are set
+here; a step whose output exists is skipped, so an interrupted demo continues where it stopped. Profiles:
+
+- ``demo``: the README's main job on the demo corpus, within about 15 minutes on 2 cores;
+- ``long``: longer schedules on the same corpus (the benchmark's numbers);
+- ``tiny``: the same steps with a handful of updates on the tiny corpus (tests, smoke runs).
+
+``checkpoints=DIR`` evaluates the models found there (one folder per step) instead of training them; ``emoslm
+demo`` uses the shipped ones (``assets/paper000``) unless ``--train-all``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from emoslm.assets import SHIPPED_ROOT
+from emoslm.config import load_config
+from emoslm.personalization import classifier, speech_lm
+from emoslm.personalization.evaluation import (
+    EvalPlan,
+    ICLModelSpec,
+    run_eval,
+    write_report,
+)
+from emoslm.personalization.inference import save_bundle
+from emoslm.personalization.model import SpeechICLModel
+from emoslm.synth.corpus import print_summary, synthesize_corpus
+
+#: models shipped with the package (made by the ``long`` profile; ``assets/paper000/README.md`` has the command)
+SHIPPED_CHECKPOINTS = SHIPPED_ROOT / "paper000"
+
+#: steps per training run, per profile
+PROFILES: dict[str, dict[str, int]] = {
+    # the main job: 12m09s on 2 cores from a fresh clone, with the shipped relative encoder and stage 2 (their
+    # steps here are used by --train-all only)
+    "demo": {"scratch": 250, "relative": 300, "classifier": 120, "personalized_a": 60, "stage1": 200, "stage2": 300, "table4": 80,
+             "styles": 4, "lo_k_max": 2},
+    # the schedule of benchmarks/results/personalization.md (about 45 minutes on 2 cores)
+    "long": {"scratch": 400, "relative": 800, "classifier": 200, "stage1": 300, "stage2": 800, "table4": 300, "styles": 8},
+    "tiny": {"scratch": 12, "relative": 12, "classifier": 6, "stage1": 6, "stage2": 10, "table4": 6, "styles": 2},
+}
+
+
+@dataclass
+class Step:
+    name: str
+    recipe: str  # "classifier" | "speech_lm"
+    config: str
+    steps_key: str
+    overrides: tuple[str, ...] = ()
+
+
+def _steps(root: Path) -> list[Step]:
+    enc = f"encoder={root}/relative/encoder"
+    init = f"init_from={root}/stage1/checkpoints/best/model"
+    return [
+        Step("scratch", "classifier", "classifier_scratch", "scratch"),
+        Step("relative", "classifier", "classifier_relative", "relative"),
+        Step("pretrained", "classifier", "classifier_pretrained", "classifier", (enc,)),
+        Step("personalized_n", "classifier", "classifier_personalized_n", "classifier", (enc,)),
+        Step("personalized_a", "classifier", "classifier_personalized_a", "personalized_a", (enc,)),
+        Step("stage1", "speech_lm", "speech_lm_stage1", "stage1", (enc,)),
+        Step("stage2", "speech_lm", "speech_lm_stage2", "stage2", (enc, init)),
+        Step("to_ld7", "speech_lm", "speech_lm_to_ld7", "table4", (enc, init)),
+        Step("neutral", "speech_lm", "speech_lm_neutral", "table4", (enc, init)),
+    ]
+
+
+def _best(root: Path, name: str) -> str:
+    return str(root / name / "checkpoints" / "best" / "model")
+
+
+def demo_models(root: str | Path, existing_only: bool = False):
+    """The models of a demo-style runs folder: ({name: classifier checkpoint}, [ICLModelSpec], frozen encoder)."""
+    root = Path(root)
+    enc = str(root / "relative" / "encoder")
+    classifiers = {name: _best(root, d) for name, d in (
+        ("Scratch", "scratch"), ("Pretrained", "pretrained"), ("Personalized_N", "personalized_n"),
+        ("Personalized_A", "personalized_a"), ("Speaker-relative (7 unlabeled)", "relative"))}
+    icl = [ICLModelSpec(name, _best(root, d), enc, ts, role) for name, d, ts, role in (
+        ("Proposed (MetaICL TU+LU_0:7)", "stage2", "TU+LU_{0:7}", "main"),
+        ("0-shot (stage 1)", "stage1", "0-shot", "stage1"),
+        ("MetaICL TO+LD_7", "to_ld7", "TO+LD_7", "table4"),
+        ("MetaICL Neutral_0:7", "neutral", "Neutral_{0:7}", "table4"))]
+    if existing_only:
+        classifiers = {n: p for n, p in classifiers.items() if Path(p).is_dir()}
+        icl = [m for m in icl if Path(m.path).is_dir()]
+    return classifiers, icl, enc
+
+
+def _done(out: Path) -> bool:
+    return (out / "train_summary.json").is_file() and (out / "checkpoints" / "best" / "model").is_dir()
+
+
+@dataclass
+class PersonalizationRun:
+    """``emoslm run personalization`` (= ``emoslm demo``): the corpus, paper 000's models, Tables II-IV, the report."""
+
+    out: str = "data"  # the corpus goes to OUT/synth_<preset>
+    runs: str | None = None  # models and the report (default: runs/<profile or preset>)
+    preset: str = "demo"  # corpus size: tiny | demo | full
+    profile: str | None = None  # training schedule: tiny | demo | long (default: tiny for the tiny preset, else demo)
+    workers: int | None = None
+    checkpoints: str | None = None  # evaluate the models found here instead of training them
+    train_all: bool = False  # train every model, the shipped ones included
+    progress: bool = True
+
+
+def run(cfg: PersonalizationRun) -> dict:
+    """The demo pipeline; on the demo corpus and schedule it evaluates the shipped encoder and MetaICL model
+    (``assets/paper000``) unless ``train_all`` or ``checkpoints`` says otherwise."""
+    checkpoints = cfg.checkpoints
+    if checkpoints is None and not cfg.train_all and cfg.preset == "demo" and cfg.profile in (None, "demo"):
+        checkpoints = str(SHIPPED_CHECKPOINTS)  # the long-trained encoder and MetaICL model (see its README)
+    return run_personalization_demo(cfg.out, cfg.runs or f"runs/{cfg.profile or cfg.preset}", preset=cfg.preset,
+                                    workers=cfg.workers, profile=cfg.profile, checkpoints=checkpoints,
+                                    progress=cfg.progress)
+
+
+def run_personalization_demo(data_root: str | Path = "data", runs_root: str | Path = "runs/demo", *,
+                             preset: str = "demo", profile: str | None = None, workers: int | None = None,
+                             checkpoints: str | Path | None = None, progress: bool = True, console=None) -> dict:
+    """Run every step; return {"summary": corpus summary, "timings": {...}, "report": paths}."""
+    from rich.console import Console
+
+    console = console or Console()
+    profile = profile or ("tiny" if preset == "tiny" else "demo")
+    steps = {"personalized_a": PROFILES[profile]["classifier"], "lo_k_max": 4, **PROFILES[profile]}
+    corpus = Path(data_root) / f"synth_{preset}"
+    root = Path(runs_root)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    summary = synthesize_corpus(corpus, preset, workers=workers, progress=progress)
+    timings["synthesis"] = time.perf_counter() - t0
+    print_summary(summary, console)
+
+    recipes = {"classifier": (classifier, "ClassifierConfig"), "speech_lm": (speech_lm, "SpeechLMConfig")}
+    shipped = Path(checkpoints) if checkpoints else None
+    for step in _steps(root):
+        out = root / step.name
+        if shipped is not None and (step.recipe == "speech_lm" or step.name in ("scratch", "relative")):
+            src = shipped / step.name
+            if src.is_dir() and not _done(out):  # evaluate the shipped model: copy it into the run folder
+                shutil.copytree(src, out, dirs_exist_ok=True)
+        if _done(out):
+            console.print(f"[dim]{step.name}: found {out}, not retrained[/dim]")
+            continue
+        module, cfg_name = recipes[step.recipe]
+        overrides = [f"corpus={corpus}", f"out_dir={out}", f"train.max_steps={steps[step.steps_key]}",
+                     f"train.progress={progress}", *step.overrides]
+        if step.recipe == "speech_lm":
+            overrides.append(f"augment_styles={steps['styles']}")
+        if profile == "tiny":
+            overrides += ["train.eval_every=5", "train.save_every=5", "train.warmup_steps=2"]
+        cfg = load_config(getattr(module, cfg_name), step.config, overrides)
+        console.print(f"[bold]training {step.name}[/bold] ({step.recipe}, {cfg.train.max_steps} steps)")
+        t = time.perf_counter()
+        module.run(cfg)
+        timings[step.name] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    classifiers, icl, enc = demo_models(root)
+    plan = EvalPlan(corpus=str(corpus), out_dir=str(root / "eval"), classifiers=classifiers, icl=icl,
+                    k_max=7 if profile != "tiny" else 2, lo_k_max=steps["lo_k_max"] if profile != "tiny" else 1)
+    results = run_eval(plan, progress=progress)
+    results.metadata.training = {"profile": profile, "steps": steps, "timings_s": {k: round(v, 1) for k, v in timings.items()}}
+    paths = write_report(results, plan.out_dir, console)
+    timings["evaluation"] = time.perf_counter() - t
+
+    save_bundle(root / "bundle", enc, SpeechICLModel.from_pretrained(_best(root, "stage2")),
+                {"corpus": str(corpus), "profile": profile})
+    (root / "demo_timings.json").write_text(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=2))
+    console.print(f"report: {paths['html']}  (markdown: {paths['markdown']}); model bundle: {root / 'bundle'}")
+    return {"summary": summary, "timings": timings, "report": paths}
