@@ -21,9 +21,9 @@ from emoslm.dual_info.conversations import (
     load_conversations,
     plan_conversations,
 )
+from emoslm.models.reply_cache import ReplyCache
 from emoslm.synth.corpus import PRESETS as CORPUS_PRESETS
 from emoslm.synth.corpus import synthesize_corpus
-from emoslm.models.reply_cache import ReplyCache
 
 CORPUS = replace(CORPUS_PRESETS["tiny"], n_speakers=4, sentences_per_speaker=3, dev_speakers=1, test_speakers=1)
 SMALL = {"train": 3, "test": 1}

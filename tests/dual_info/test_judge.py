@@ -11,7 +11,6 @@ from importlib.resources import files
 
 import pytest
 
-from emoslm.errors import EmoslmError
 from emoslm.dual_info import judge as J
 from emoslm.dual_info.judge import (
     CS_RANGES,
@@ -23,6 +22,7 @@ from emoslm.dual_info.judge import (
     parse_scores,
     table_iv_markdown,
 )
+from emoslm.errors import EmoslmError
 from emoslm.models.text_llm import Reply
 
 
@@ -153,8 +153,8 @@ def test_cache_resumes_and_is_keyed_by_prompt_version(tmp_path, monkeypatch):
 
 
 def test_probability_judge_reads_every_score_from_a_local_model(tmp_path):
-    from emoslm.errors import EmoslmError
     from emoslm.dual_info.judge import CS_RANGES, EGS_RANGES, Judge
+    from emoslm.errors import EmoslmError
     from emoslm.models.text_llm import load_backend
 
     backend = load_backend("tiny-llama")

@@ -53,7 +53,8 @@ def test_derived_levels_follow_the_rendered_ones(corpus, tmp_path):
 def test_levels_cli_makes_a_real_corpus_usable_by_the_recipe(corpus, tmp_path):
     from emoslm.cli import main
     from emoslm.data.manifests import save_prepared
-    from emoslm.dual_info.recipe import has_attributes, load_utterances
+    from emoslm.data.utterances import load_utterances
+    from emoslm.dual_info.recipe import has_attributes
 
     prepared = load_prepared(corpus)
     for p in prepared.values():

@@ -14,8 +14,15 @@ import numpy as np
 import pytest
 import torch
 
-from emoslm.dual_info.model import SOURCES, DualInfoConfig, DualInfoSLM, Example, LinguisticAdapter, ParalinguisticAdapter
 from emoslm.dual_info import recipe
+from emoslm.dual_info.model import (
+    SOURCES,
+    DualInfoConfig,
+    DualInfoSLM,
+    Example,
+    LinguisticAdapter,
+    ParalinguisticAdapter,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"name": "tiny-llama"}
@@ -272,8 +279,8 @@ def test_missing_whisper_model_names_what_is_missing(tmp_path):
 
 
 def test_three_stages_and_tables_end_to_end(corpus, conversations, tmp_path):
-    from emoslm.dual_info.pipeline import DualInfoRun, run_all
     from emoslm.dual_info.evaluation import to_markdown
+    from emoslm.dual_info.pipeline import DualInfoRun, run_all
     from emoslm.models.llm import LLMSpec, load_backbone
 
     run = DualInfoRun(data=str(corpus), conversations=str(conversations), features=str(tmp_path / "feats"),

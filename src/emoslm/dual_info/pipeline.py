@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from emoslm.config import load_config
+from emoslm.data.utterances import load_utterances
 from emoslm.dual_info import evaluation as ev
 from emoslm.dual_info import recipe
 from emoslm.dual_info.conversations import build_conversations, load_conversations
@@ -33,7 +34,6 @@ from emoslm.dual_info.model import DualInfoSLM
 from emoslm.dual_info.recipe import (
     best_checkpoint,
     conversation_utterance,
-    load_utterances,
     utterance_features,
 )
 from emoslm.metrics.text import SentenceSimilarity

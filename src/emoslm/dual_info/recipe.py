@@ -29,9 +29,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from emoslm.audio import load_audio
 from emoslm.data.captions import style_caption
-from emoslm.data.manifests import attr, load_prepared
+from emoslm.data.utterances import Utterance, load_utterances
 from emoslm.dual_info.conversations import load_conversations
 from emoslm.dual_info.model import SOURCES, DualInfoConfig, DualInfoSLM, Example
 from emoslm.dual_info.tasks import (
@@ -59,38 +58,6 @@ log = logging.getLogger(__name__)
 STAGES = (1, 2, 3)
 
 
-@dataclass
-class Utterance:
-    """What the tasks need of one utterance: its id, audio location, transcript and attributes."""
-
-    id: str
-    split: str
-    speaker: str
-    audio: str
-    start: float
-    duration: float
-    text: str
-    attrs: dict[str, Any]
-
-
-def load_utterances(data: str | Path, split: str, limit: int | None = None, seed: int = 0) -> list[Utterance]:
-    """The utterances of a prepared corpus's split (a seeded subset of ``limit`` when given)."""
-    prepared = load_prepared(data)
-    if split not in prepared:
-        raise ValueError(f"{data} has no {split!r} split (has: {', '.join(prepared)})")
-    recs = prepared[split]["recordings"]
-    sups = list(prepared[split]["supervisions"])
-    if limit is not None and limit < len(sups):
-        keep = sorted(np.random.default_rng(seed).choice(len(sups), limit, replace=False))
-        sups = [sups[i] for i in keep]
-    out = []
-    for s in sups:
-        attrs = {k: attr(s, k) for k in ("gender", "pitch_level", "tempo_level", "energy_level", "emotion")}
-        out.append(Utterance(s.id, split, s.speaker, str(recs[s.recording_id].sources[0].source), float(s.start),
-                             float(s.duration), s.text or "", attrs))
-    return out
-
-
 def has_attributes(u: Utterance, tasks: Sequence[str]) -> bool:
     """Whether ``u`` has a known answer to every one of the attribute ``tasks`` (and a transcript for ASR)."""
     return bool(u.text) and all(u.attrs.get(ATTRIBUTE_TASKS[t].field) in ATTRIBUTE_TASKS[t].choices for t in tasks)
@@ -98,10 +65,7 @@ def has_attributes(u: Utterance, tasks: Sequence[str]) -> bool:
 
 def utterance_features(cache: FeatureCache, utts: Sequence[Utterance], progress: bool = True,
                        desc: str = "speech features") -> dict[str, np.ndarray]:
-    def loader(u: Utterance):
-        return lambda: load_audio(u.audio, offset=u.start, duration=u.duration)
-
-    return cache.fill([(u.id, loader(u)) for u in utts], progress=progress, desc=desc)
+    return cache.fill([(u.id, u.load_wave) for u in utts], progress=progress, desc=desc)
 
 
 # ------------------------------------------------------------------------------------------------ examples

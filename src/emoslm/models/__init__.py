@@ -1,8 +1,9 @@
-"""Neural models: speech encoder and SER classifiers, the Q-Former, and LLM backbones.
+"""Neural models: speech encoder and SER classifiers, the Q-Former, adapters, LLM backbones and the SpeechLLM shell.
 
 Torch is imported here; ``transformers``/``peft``/``tokenizers`` only when an LLM backbone is loaded.
 """
 
+from emoslm.models.adapters import LayerWeighting, LinguisticAdapter, ParalinguisticAdapter
 from emoslm.models.encoders import (
     ENCODER_PRESETS,
     AttentivePooling,
@@ -31,6 +32,7 @@ from emoslm.models.qformer import (
     qformer,
     qformer_config,
 )
+from emoslm.models.speech_llm import SpeechLLM
 from emoslm.threads import set_torch_threads
 
 __all__ = [
@@ -39,5 +41,6 @@ __all__ = [
     "PretrainedMixin",
     "LLM_PRESETS", "Backbone", "LLMSpec", "build_tiny_tokenizer", "load_backbone",
     "QFORMER_PRESETS", "QFormer", "QFormerConfig", "qformer", "qformer_config",
+    "LayerWeighting", "LinguisticAdapter", "ParalinguisticAdapter", "SpeechLLM",
     "set_torch_threads",
 ]

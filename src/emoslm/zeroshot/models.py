@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from emoslm.audio import load_audio
+from emoslm.data.utterances import Utterance
 from emoslm.egemaps import egemaps_for
 from emoslm.errors import EmoslmError
 from emoslm.metrics import unweighted_accuracy
@@ -43,29 +44,16 @@ UPSTREAMS = {
 }
 
 
-@dataclass(frozen=True)
-class Utt:
-    """One utterance as the models read it."""
-
-    id: str
-    audio: str
-    offset: float
-    duration: float | None
-    text: str | None
-    speaker: str
-    label: str
-
-
 # ------------------------------------------------------------------------------------------------ features
 
 
-def _file_key(u: Utt) -> str:
+def _file_key(u: Utterance) -> str:
     st = os.stat(u.audio)
-    return f"{u.id}|{u.audio}|{st.st_size}|{st.st_mtime_ns}|{u.offset}|{u.duration}"
+    return f"{u.id}|{u.audio}|{st.st_size}|{st.st_mtime_ns}|{u.start}|{u.duration}"
 
 
-def cached_features(utts: Sequence[Utt], compute: Callable[[Sequence[Utt]], list[np.ndarray]], cache: Path,
-                    key: Callable[[Utt], str] = _file_key, batch: int = 64, desc: str = "features",
+def cached_features(utts: Sequence[Utterance], compute: Callable[[Sequence[Utterance]], list[np.ndarray]], cache: Path,
+                    key: Callable[[Utterance], str] = _file_key, batch: int = 64, desc: str = "features",
                     progress: bool = True) -> np.ndarray:
     """Features of every utterance (rows in order), computing only those missing from the ``.npz`` cache."""
     from tqdm import tqdm
@@ -100,7 +88,7 @@ class MiniLMText:
     def __init__(self):
         self.model = SentenceSimilarity().model  # the one place that locates the packaged model
 
-    def __call__(self, utts: Sequence[Utt]) -> list[np.ndarray]:
+    def __call__(self, utts: Sequence[Utterance]) -> list[np.ndarray]:
         texts = []
         for u in utts:
             if not u.text:
@@ -121,22 +109,22 @@ class WhisperEncoder:
     def frames(self, wave: np.ndarray) -> np.ndarray:
         return self.encoder(wave)
 
-    def __call__(self, utts: Sequence[Utt]) -> list[np.ndarray]:
+    def __call__(self, utts: Sequence[Utterance]) -> list[np.ndarray]:
         out = []
         for u in utts:
-            f = self.frames(load_audio(u.audio, offset=u.offset, duration=u.duration))
+            f = self.frames(load_audio(u.audio, offset=u.start, duration=u.duration))
             out.append(np.concatenate([f.mean(0), f.std(0)]))
         return out
 
 
-def features(upstream: str, utts: Sequence[Utt], cache_dir: Path, threads: int = 1, progress: bool = True,
+def features(upstream: str, utts: Sequence[Utterance], cache_dir: Path, threads: int = 1, progress: bool = True,
              pad_to_30s: bool = False, _loaded: dict | None = None) -> np.ndarray:
     """Upstream features of ``utts`` (n x d), cached in ``cache_dir/<upstream>.npz``."""
     if upstream not in UPSTREAMS:
         raise EmoslmError(f"unknown upstream {upstream!r}; known: {', '.join(UPSTREAMS)}")
     loaded = {} if _loaded is None else _loaded
     if upstream == "egemaps":
-        got = egemaps_for([(u.id, u.audio, u.offset, u.duration) for u in utts], cache_dir / "egemaps.npz",
+        got = egemaps_for([(u.id, u.audio, u.start, u.duration) for u in utts], cache_dir / "egemaps.npz",
                           progress=progress)
         return np.stack([got[u.id] for u in utts])
 
@@ -249,4 +237,4 @@ def load_head(path: Path) -> SERHead:
     return head.eval()
 
 
-__all__ = ["UPSTREAMS", "HeadConfig", "SERHead", "Utt", "features", "load_head", "save_head", "train_head"]
+__all__ = ["UPSTREAMS", "HeadConfig", "SERHead", "features", "load_head", "save_head", "train_head"]

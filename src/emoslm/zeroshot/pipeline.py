@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from emoslm.config import load_config
-from emoslm.data.manifests import emotion_of, load_prepared
+from emoslm.data.manifests import load_prepared
+from emoslm.data.utterances import Utterance, from_supervision
 from emoslm.errors import EmoslmError
 from emoslm.metrics import evaluate
 from emoslm.models.text_llm import load_backend
@@ -41,7 +42,6 @@ from emoslm.zeroshot.generate import GenerationConfig, generate_utterances
 from emoslm.zeroshot.models import (
     UPSTREAMS,
     HeadConfig,
-    Utt,
     features,
     save_head,
     train_head,
@@ -139,25 +139,21 @@ def run(cfg: ZeroShotConfig) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ corpora
 
 
-def _utts(prepared: dict, splits: list[str], label_set) -> dict[str, list[Utt]]:
+def _utts(prepared: dict, splits: list[str], label_set) -> dict[str, list[Utterance]]:
     """Utterances per split with labels mapped into the task's classes (others dropped)."""
     use = list(prepared) if splits == ["all"] else splits
     missing = [s for s in use if s not in prepared]
     if missing:
         raise EmoslmError(f"split(s) {', '.join(missing)} not in the manifests (have: {', '.join(prepared)})")
-    out: dict[str, list[Utt]] = {}
+    out: dict[str, list[Utterance]] = {}
     for sp in use:
         recs = prepared[sp]["recordings"]
         rows = []
         for s in prepared[sp]["supervisions"]:
-            emo = emotion_of(s)
-            lab = label_set.map(emo) if emo else None
-            if lab is None:
-                continue
-            src = recs[s.recording_id].sources[0].source
             whole = abs(s.start) < 1e-6 and abs(s.duration - recs[s.recording_id].duration) < 1e-3
-            rows.append(Utt(s.id, str(src), float(s.start), None if whole else float(s.duration), s.text,
-                            str(s.speaker), lab))
+            u = from_supervision(s, recs, sp, label_set, whole_file=whole)
+            if u.label is not None:
+                rows.append(u)
         out[sp] = rows
     return out
 
@@ -167,7 +163,7 @@ def _speaker_voices(path: Path) -> dict[str, str]:
     return {json.loads(x)["id"]: json.loads(x)["voice"] for x in f.read_text().splitlines()} if f.is_file() else {}
 
 
-def prepare_target(ref: CorpusRef, label_set, workers: int | None, progress: bool) -> tuple[list[Utt], dict]:
+def prepare_target(ref: CorpusRef, label_set, workers: int | None, progress: bool) -> tuple[list[Utterance], dict]:
     info: dict[str, Any] = {"kind": ref.kind, "path": ref.path, "splits": ref.splits}
     if ref.kind == "synth":
         summary = synthesize_corpus(ref.path, ref.preset, workers=workers, progress=progress)
@@ -185,7 +181,7 @@ def prepare_target(ref: CorpusRef, label_set, workers: int | None, progress: boo
 
 
 def prepare_source(ref: CorpusRef, target: CorpusRef, label_set, workers: int | None, progress: bool
-                   ) -> tuple[dict[str, list[Utt]], dict]:
+                   ) -> tuple[dict[str, list[Utterance]], dict]:
     info: dict[str, Any] = {"kind": ref.kind, "path": ref.path}
     if ref.kind == "manifests":
         return _utts(load_prepared(ref.path, ref.corpus), ref.splits, label_set), info
@@ -224,7 +220,7 @@ def prepare_source(ref: CorpusRef, target: CorpusRef, label_set, workers: int | 
 
 
 def build_llm_corpus(cfg: ZeroShotConfig, desc, progress: bool, exclude_voices: tuple[str, ...] = ()
-                     ) -> tuple[dict[str, dict[str, list[Utt]]], dict]:
+                     ) -> tuple[dict[str, dict[str, list[Utterance]]], dict]:
     """Generate (or resume) the text, render it (neutral, and with prosody if asked); Utts per variant/split."""
     data = Path(cfg.data_dir)
     set_torch_threads(cfg.llm.threads)
