@@ -16,9 +16,9 @@ import torch
 
 from emoslm.audio import AudioInput, load_audio
 from emoslm.echat.model import ASR_PROMPT, RESPONSE_PROMPT, EChatModel
+from emoslm.echat.recipe import best_checkpoint
 from emoslm.errors import EmoslmError
 from emoslm.labels import get_label_set
-from emoslm.training.trainer import best_checkpoint
 
 ECHAT = get_label_set("echat5")
 

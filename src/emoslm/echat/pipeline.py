@@ -29,9 +29,9 @@ from emoslm.echat.api import EChat
 from emoslm.echat.cascade import Cascade, WhisperASR
 from emoslm.echat.dialogue import build_dialogue_dataset
 from emoslm.echat.evaluation import evaluate_echat, to_markdown, write_report
+from emoslm.echat.recipe import best_checkpoint
 from emoslm.models.text_llm import load_backend
 from emoslm.threads import set_torch_threads
-from emoslm.training.trainer import best_checkpoint
 
 
 @dataclass
