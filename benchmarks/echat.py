@@ -13,15 +13,15 @@ Writes ``runs/echat/report.html`` and appends to ``benchmarks/results/echat.md``
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from _common import write_result
+from _common import add_title_option, command_line, retitle, write_result
 
 from emoslm.echat.pipeline import EChatRun, run, summary_markdown
 from emoslm.personalization.inference import EmotionRecognizer
 
 ROOT = Path(__file__).resolve().parents[1]
+TITLE = "E-chat (paper 003) vs the ParalinGPT-style cascade, embedded dialogue data"
 
 
 def main() -> None:
@@ -35,14 +35,14 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=6.0, help="time cap per stage")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N test entries only")
+    add_title_option(p)
     a = p.parse_args()
 
     cfg = EChatRun(data=a.data, runs=a.runs, asr_corpus=a.asr_corpus, encoder_init=str(Path(a.bundle) / "encoder"),
                    ser_bundle=a.bundle, steps=a.steps, minutes=a.minutes, threads=a.threads, limit=a.limit)
     out = run(cfg, EmotionRecognizer.load(a.bundle, threads=a.threads))
-    text = summary_markdown(out, cfg)
-    path = write_result(ROOT / "benchmarks" / "results" / "echat.md", text,
-                        "python benchmarks/echat.py " + " ".join(sys.argv[1:]))
+    text = retitle(summary_markdown(out, cfg), TITLE, a.title)
+    path = write_result(ROOT / "benchmarks" / "results" / "echat.md", text, command_line())
     print(text)
     print(f"appended to {path}")
 

@@ -25,7 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import write_result
+from _common import add_title_option, command_line, heading, write_result
+
+TITLE = "Judge sanity check"
 
 
 def pick_pairs(examples: list[dict], n: int, seed: int = 0) -> list[tuple[dict, str, str]]:
@@ -73,6 +75,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--cache", default="runs/judge_sanity/judge.jsonl")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/judge_sanity.md"))
+    add_title_option(p)
     a = p.parse_args()
 
     set_torch_threads(a.threads, a.backend)
@@ -101,7 +104,9 @@ def main() -> None:
     head = (f"Judge: `{judge.name}`, prompts `{a.prompts}`; {n} pairs from `{a.conversations}` ({a.split}); "
             f"{len(recs)} judge outputs, {per_output:.2f} s each when generated ({judge.cache.n_generated} generated "
             f"by this run in {seconds:.0f} s, the rest read from the cache).")
-    lines = [head, "",
+    # the method is the judge's default for its backend (this script has no option to choose another)
+    where = "a local model" if judge.method == "probability" else "a backend that only returns text"
+    lines = [heading(f"{TITLE}: {judge.method} method (the default for {where})", a.title), "", head, "",
              "| score compared | relevant higher | tie | relevant lower | unparsed |", "|---|---:|---:|---:|---:|"]
     for m, outs in outcomes.items():
         lines.append(f"| {m} | {outs.count('win')} | {outs.count('tie')} | {outs.count('loss')} | "
@@ -127,8 +132,7 @@ def main() -> None:
                      f"{cell(sg['C1'])} / {cell(sb['C1'])} |")
     table = "\n".join(lines)
     print(table)
-    cmd = "python benchmarks/judge_sanity.py " + " ".join(sys.argv[1:])
-    write_result(a.out, table, cmd.strip())
+    write_result(a.out, table, command_line())
     print(f"wrote {a.out}")
 
 

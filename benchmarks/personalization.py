@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import add_title_option, command_line, heading, write_result  # noqa: E402
+
+TITLE = "Personalised SER by in-context learning (paper 000)"
 
 
 def latency_table(bundle: Path, corpus: Path, n_queries: int, threads: int = 1) -> tuple[str, dict]:
@@ -82,6 +84,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--skip-train", action="store_true", help="only the latency part, on an existing bundle")
     ap.add_argument("--out", default="benchmarks/results/personalization.md")
+    add_title_option(ap)
     args = ap.parse_args()
     runs = Path(args.runs or f"runs/{args.profile}")
     corpus = Path(args.data) / f"synth_{args.preset}"
@@ -94,12 +97,12 @@ def main() -> None:
     report = (runs / "eval" / "report.md").read_text()
     lat, _ = latency_table(runs / "bundle", corpus, args.queries)
     text = "\n".join([
-        "# Personalised SER by in-context learning (paper 000)", "",
+        heading(TITLE, args.title), "",
         f"Corpus: `{corpus}` (synthetic, speaker-disjoint test split); models and settings as in the report "
         f"below; pipeline wall time {time.perf_counter() - t0:.0f} s.", "",
         report, "", "## Latency and real-time factor", "", lat, ""])
     print(text)
-    write_result(args.out, text, " ".join(["python", *sys.argv]))
+    write_result(args.out, text, command_line())
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import add_title_option, command_line, heading, write_result  # noqa: E402
+
+TITLE = "Personalised SER with the SmolLM2-135M backbone (bounded run)"
 
 
 def main() -> None:
@@ -30,6 +32,7 @@ def main() -> None:
     ap.add_argument("--ks", default="0,1,2,4,7")
     ap.add_argument("--set", action="append", default=[], help="extra config overrides")
     ap.add_argument("--out", default="benchmarks/results/personalization_smollm2.md")
+    add_title_option(ap)
     args = ap.parse_args()
 
     import torch
@@ -46,9 +49,19 @@ def main() -> None:
     cfg = load_config(speech_lm.SpeechLMConfig, "speech_lm_smollm2", [
         f"corpus={args.corpus}", f"out_dir={args.out_dir}", f"encoder={enc}", f"train.max_steps={args.steps}",
         f"train.max_minutes={args.minutes}", "train.progress=false", *args.set])
-    t0 = time.perf_counter()
-    summary = speech_lm.run(cfg)
-    train_s = time.perf_counter() - t0
+    from emoslm.training.reuse import check_run
+
+    check = check_run(args.out_dir, cfg, "SmolLM2 MetaICL")  # a finished run is reused only with these settings
+    if check.reuse:
+        summary = check.summary(args.out_dir)
+        train_s = summary["seconds"]
+        origin = (f"reused from `{args.out_dir}` (same settings), trained by `{summary['trained_by']}` at "
+                  f"{summary['trained_at']}") if summary.get("trained_by") else f"reused from `{args.out_dir}`"
+    else:
+        t0 = time.perf_counter()
+        summary = speech_lm.run(cfg)
+        train_s = time.perf_counter() - t0
+        origin = "trained by this command"
 
     torch.set_num_threads(cfg.threads)
     ckpt = Path(args.out_dir) / "checkpoints"
@@ -72,11 +85,12 @@ def main() -> None:
                  ", shuffled labels"))
     eval_s = time.perf_counter() - t1
     lines = [
-        "# Personalised SER with the SmolLM2-135M backbone (bounded run)", "",
+        heading(TITLE, args.title), "",
         f"SmolLM2-135M-Instruct (packaged GGUF, offline), LoRA r={cfg.llm.get('lora_r', 8)} on q/v, Q-Former "
         f"{cfg.qformer['n_queries']} queries; MetaICL {cfg.setting} for {summary['steps']} steps of "
         f"{cfg.batch_size} episodes in {train_s / 60:.1f} min ({cfg.threads} torch threads); "
-        f"evaluated on {len(speakers)} held-out speakers ({eval_s:.0f} s), label likelihood scoring.", "",
+        f"evaluated on {len(speakers)} held-out speakers ({eval_s:.0f} s), label likelihood scoring. "
+        f"Model: {origin}.", "",
         "| k | setting | episodes | UA_spk | sigma | WA |", "|---|---|---|---|---|---|"]
     for k, n, r, note in rows:
         lines.append(f"| {k} | {'TU+LD' if k else '0-shot'}{note} | {n} | {r.ua_spk:.3f} | {r.speakers.std:.3f} | {r.wa:.3f} |")
@@ -87,7 +101,7 @@ def main() -> None:
             for h in hist)]
     text = "\n".join(lines) + "\n"
     print(text)
-    write_result(args.out, text, " ".join(["python", *sys.argv]))
+    write_result(args.out, text, command_line())
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import add_title_option, command_line, heading, write_result  # noqa: E402
+
+TITLE = "Speaker dependence of the synthetic corpus"
 
 from emoslm.data.manifests import emotion_of, load_prepared  # noqa: E402
 from emoslm.egemaps import egemaps_for  # noqa: E402
@@ -60,6 +62,7 @@ def main() -> None:
     ap.add_argument("--preset", default="demo")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/speaker_dependence.md")
+    add_title_option(ap)
     args = ap.parse_args()
 
     synthesize_corpus(args.corpus, args.preset, workers=args.workers)
@@ -110,7 +113,7 @@ def main() -> None:
 
     n_spk_tr, n_spk_te = len(set(str_)), len(set(ste))
     lines = [
-        "# Speaker dependence of the synthetic corpus",
+        heading(TITLE, args.title),
         "",
         f"eGeMAPS v02 functionals (88) + logistic regression; trained on {n_spk_tr} training speakers "
         f"({len(ytr)} utterances), tested on {n_spk_te} held-out speakers ({len(yte)} utterances), "
@@ -127,7 +130,7 @@ def main() -> None:
               f"({z / raw:.2f}x).", ""]
     text = "\n".join(lines)
     print(text)
-    write_result(args.out, text, " ".join(["python", *sys.argv]))
+    write_result(args.out, text, command_line())
 
 
 if __name__ == "__main__":

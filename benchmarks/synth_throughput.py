@@ -31,7 +31,9 @@ from pathlib import Path
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import add_title_option, command_line, heading, write_result  # noqa: E402
+
+TITLE = "Synthesis throughput and feature speed"
 
 from emoslm.synth import corpus as C  # noqa: E402
 from emoslm.synth.tts import espeak_program  # noqa: E402
@@ -81,6 +83,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--features-n", type=int, default=300, help="utterances for the feature timing")
     ap.add_argument("--out", default="benchmarks/results/synth_throughput.md")
+    add_title_option(ap)
     args = ap.parse_args()
 
     _, utts = C.plan_corpus(C.PRESETS["demo"])
@@ -122,7 +125,7 @@ def main() -> None:
     ref = rows["espeak-ng program"][0]
     lib = rows["libespeak-ng only"][0]
     lines = [
-        "# Synthesis throughput and feature speed",
+        heading(TITLE, args.title),
         "",
         f"{len(utts)} utterances ({len(by_speaker)} speakers) of the demo corpus plan (same voices, texts, rate, pitch), "
         f"{args.workers} worker processes each.",
@@ -144,7 +147,7 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    write_result(args.out, text, " ".join(["python", *sys.argv]))
+    write_result(args.out, text, command_line())
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import write_result
+from _common import add_title_option, command_line, retitle, write_result
+
+TITLE = "Zero-shot SER from an LLM-written, TTS-rendered corpus (paper 001)"
 
 
 def main() -> None:
@@ -33,6 +35,7 @@ def main() -> None:
     p.add_argument("--out", default="runs/zeroshot_bench")
     p.add_argument("--data", default="data/zeroshot")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_title_option(p)
     a = p.parse_args()
 
     from emoslm.zeroshot.pipeline import load_zeroshot_config, run_zeroshot, to_markdown
@@ -49,7 +52,7 @@ def main() -> None:
     g = summary["llm"]["generation"]
     dev = "\n".join(f"| {r['upstream']} | {r['source']} | {r['n_train']} | {r['dev_ua']:.3f} |" for r in summary["rows"])
     text = "\n".join([
-        to_markdown(summary), "",
+        retitle(to_markdown(summary), TITLE, a.title), "",
         "## LLM generation", "",
         (f"- {g['calls']} calls ({g['new_calls']} made in this run, {g['cached_calls']} from the cache), "
          f"{g['new_call_seconds']:.0f} s of generation, {g['tokens_per_second']} tokens/s with "
@@ -59,8 +62,7 @@ def main() -> None:
         "## Model selection on each training corpus's own dev split (UA; no target data)", "",
         "| upstream | trained on | n train | dev UA |", "|---|---|---:|---:|", dev, "",
         f"Report with confusion matrices: `{a.out}/report.html`; every number: `{a.out}/results.json`."])
-    out = write_result(ROOT / "benchmarks" / "results" / "zero_shot.md", text,
-                       "python benchmarks/zero_shot.py " + " ".join(sys.argv[1:]))
+    out = write_result(ROOT / "benchmarks" / "results" / "zero_shot.md", text, command_line())
     print(text)
     print(f"wrote {out}")
 

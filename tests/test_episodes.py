@@ -230,3 +230,20 @@ def test_episode_is_hashable_value():
     assert e.enrollment == (("a", "anger"),) and hash(e) == hash(Episode("t", "joy", "s", (("a", "anger"),),
                                                                          "TU+LU", 1))
     assert len({e, e}) == 1
+
+
+def test_derangement_leaves_no_label_in_place_even_at_k1():
+    import numpy as np
+
+    from emoslm.data.episodes import derange_labels
+
+    names = ["anger", "joy", "neutral", "sadness"]
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(200):
+        labels = list(rng.choice(names, size=int(rng.integers(1, 8))))
+        out = derange_labels(labels, names, rng)
+        assert len(out) == len(labels) and all(a != b for a, b in zip(out, labels))
+        assert set(out) <= set(names)
+        seen.update(out)
+    assert seen == set(names)  # every wrong label is drawn, not one fixed substitute

@@ -27,14 +27,17 @@ from emoslm.errors import EmoslmError
 
 def _set_pairs(items: list[str] | None) -> dict[str, object]:
     """``--set key=value`` pairs as keyword arguments; values parsed as YAML scalars (numbers, booleans, lists)."""
-    import yaml
+    from emoslm.config import parse_value
 
     out: dict[str, object] = {}
     for item in items or []:
         if "=" not in item:
             raise EmoslmError(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
-        out[k.replace("-", "_")] = yaml.safe_load(v)
+        key = k.strip().replace("-", "_")
+        if not key.isidentifier():
+            raise EmoslmError(f"--set {item!r}: {k!r} is not an option name (letters, digits and _)")
+        out[key] = parse_value(v, item)
     return out
 
 
@@ -113,8 +116,10 @@ def cmd_synth_conversations(a: argparse.Namespace) -> int:
 
 
 def cmd_chat(a: argparse.Namespace) -> int:
+    from emoslm.audio import probe
     from emoslm.echat import EChat
 
+    probe(a.audio)  # an unreadable utterance fails before the model is loaded
     turn = EChat.load(a.model).chat(a.audio)
     print(f"emotion: {turn.emotion}")
     print(turn.reply)
@@ -124,7 +129,12 @@ def cmd_chat(a: argparse.Namespace) -> int:
 def cmd_prepare(a: argparse.Namespace) -> int:
     from emoslm.corpora import prepare
 
-    prepared = prepare(a.corpus, a.corpus_dir, a.out_dir, **_set_pairs(a.set))
+    opts = _set_pairs(a.set)
+    if a.label_map is not None:
+        if "label_map" in opts:
+            raise EmoslmError("give the label map once: --label-map FILE or --set label_map=..., not both")
+        opts["label_map"] = a.label_map
+    prepared = prepare(a.corpus, a.corpus_dir, a.out_dir, **opts)
     for split, parts in prepared.items():
         sups = parts["supervisions"]
         print(f"{split}: {len(sups)} utterances, {len({s.speaker for s in sups})} speakers")
@@ -143,7 +153,7 @@ def cmd_manifest_export(a: argparse.Namespace) -> int:
 def cmd_manifest_import(a: argparse.Namespace) -> int:
     from emoslm.data.manifests import import_table, save_prepared, validate_prepared
 
-    prepared = import_table(a.table, corpus=a.corpus, audio_root=a.audio_root)
+    prepared = import_table(a.table, corpus=a.corpus, audio_root=a.audio_root, label_map=a.label_map)
     validate_prepared(prepared)
     save_prepared(prepared, a.out_dir, a.corpus)
     for split, parts in prepared.items():
@@ -156,6 +166,9 @@ def cmd_features_fbank(a: argparse.Namespace) -> int:
     from emoslm.features import compute_fbank_cache
 
     prepared = load_prepared(a.manifest_dir, a.corpus)
+    unknown = sorted(set(a.split or ()) - set(prepared))
+    if unknown:
+        raise EmoslmError(f"{a.manifest_dir} has no split(s) {', '.join(unknown)}; its splits: {', '.join(prepared)}")
     for split in (a.split or list(prepared)):
         cuts = compute_fbank_cache(to_cuts(prepared, split), Path(a.storage) / split, num_jobs=a.workers)
         print(f"{split}: {len(cuts)} cuts with features in {Path(a.storage) / split}")
@@ -212,39 +225,75 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    """Re-evaluate trained models of a demo-style runs folder and write the report."""
+    """Evaluate trained (or the shipped) models of paper 000 on any prepared corpus and write the report."""
+    from emoslm.data.manifests import load_prepared
     from emoslm.personalization.evaluation import EvalPlan, run_eval, write_report
-    from emoslm.personalization.pipeline import demo_models
+    from emoslm.personalization.pipeline import SHIPPED_CHECKPOINTS, demo_models
 
-    root = Path(a.runs)
+    root = SHIPPED_CHECKPOINTS if a.runs == "shipped" else Path(a.runs)
+    if not root.is_dir():
+        raise EmoslmError(f"no runs folder {root} (train models with `emoslm demo`, or evaluate the shipped ones "
+                          "with --runs shipped)")
+    if not Path(a.corpus).is_dir():
+        raise EmoslmError(f"no prepared corpus at {a.corpus} (make one with `emoslm prepare ...`)")
+    load_prepared(a.corpus)  # a clear error for a folder that holds no manifests, before any model is loaded
     classifiers, icl, _ = demo_models(root, existing_only=True)
     if not icl and not classifiers:
         raise EmoslmError(f"{root} holds no trained models (expected e.g. {root / 'stage2' / 'checkpoints'})")
-    plan = EvalPlan(corpus=a.corpus, out_dir=a.out or str(root / "eval"), icl=icl, classifiers=classifiers,
-                    decode=a.decode, peer=not a.no_peer)
-    write_report(run_eval(plan, progress=not a.quiet), plan.out_dir)
+    out = a.out or str(Path("runs/shipped_eval") / Path(a.corpus).name if a.runs == "shipped" else root / "eval")
+    plan = EvalPlan(corpus=a.corpus, out_dir=out, icl=icl, classifiers=classifiers, decode=a.decode,
+                    peer=not a.no_peer, split=a.split, peer_train=a.peer_train)
+    paths = write_report(run_eval(plan, progress=not a.quiet), plan.out_dir)
+    print(f"report: {paths['html'].resolve()} (and {paths['markdown'].name}, {paths['json'].name})")
     return 0
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
+    """One file: the label and a bar per emotion. Several (files, folders, @lists, a manifest): batched, rows to
+    --out (JSONL/CSV), a progress bar, the throughput and a summary table."""
+    import time
+
     from rich.console import Console
 
+    from emoslm.personalization import batch
     from emoslm.personalization.inference import EmotionRecognizer
 
-    rec = EmotionRecognizer.load(a.bundle)
-    pairs = []
-    for item in a.enroll or []:
-        path, sep, label = item.rpartition(":")
-        if not sep or not path:
-            raise EmoslmError(f"--enroll expects FILE:LABEL, got {item!r}")
-        pairs.append((path, label))
-    if pairs:
-        rec.enroll("cli", pairs)
-    pred = rec.predict(a.target, speaker="cli" if pairs else None, decode=a.decode)
+    targets = batch.resolve_targets(a.target, a.list, a.manifest, a.split)
+    single = (len(a.target) == 1 and not a.target[0].startswith("@") and not Path(a.target[0]).is_dir()
+              and not a.list and not a.manifest)
+    if a.decode == "beam" and (not single or a.segment or a.out):
+        raise EmoslmError("--decode beam predicts one file at a time: give one target, without --segment/--out")
+    rec = EmotionRecognizer.load(a.bundle, threads=a.threads)
+    pairs = [batch.parse_enroll_pair(item) for item in a.enroll or []]
+    table = batch.read_enroll_table(a.enroll_table) if a.enroll_table else None
+    targets, speakers = batch.enroll_for_targets(rec, targets, pairs=pairs, table=table, speaker=a.speaker)
     console = Console()
-    console.print(f"[bold]{pred.label}[/bold]  ({pred.n_enroll}-shot, {pred.latency_ms:.0f} ms)")
-    for lab, p in sorted(pred.probs.items(), key=lambda kv: -kv[1]):
-        console.print(f"  {lab:>9} {p:6.1%} " + "#" * int(round(p * 40)))
+    if single and not a.out and not a.segment:
+        pred = rec.predict(targets[0].path, speaker=speakers[0], decode=a.decode, embeddings=a.embeddings)
+        console.print(f"[bold]{pred.label}[/bold]  ({pred.n_enroll}-shot, {pred.latency_ms:.0f} ms)")
+        for lab, p in sorted(pred.probs.items(), key=lambda kv: -kv[1]):
+            console.print(f"  {lab:>9} {p:6.1%} " + "#" * int(round(p * 40)))
+        return 0
+    t0 = time.perf_counter()
+    rows = batch.predict_rows(rec, targets, speakers, batch_size=a.batch_size, embeddings=a.embeddings,
+                              progress=not a.quiet and not single, segment=a.segment, window_s=a.window,
+                              hop_s=a.hop, max_seconds=a.max_seconds)
+    seconds = time.perf_counter() - t0
+    if a.out:
+        console.print(f"wrote {len(rows)} rows to {batch.write_rows(rows, a.out, rec.label_set.labels)}")
+    if single and a.segment:  # one long file: its segments
+        batch.print_rows(console, rows, segments=True)
+        return 0
+    s = batch.summary(rows, seconds, len(targets), "files" if a.segment else "utterances", rec.label_set.labels)
+    if not a.out:  # no file to look at: the rows on the terminal
+        batch.print_rows(console, rows)
+    console.print(batch.summary_table(s))
+    console.print(batch.throughput_line(s) + f" (batch size {a.batch_size}, {a.threads} torch threads)")
+    if "accuracy" in s:
+        acc, n = s["accuracy"]
+        console.print(f"accuracy against the manifest's emotions: {acc:.1%} of {n}")
+    if s["errors"]:
+        console.print(f"[yellow]{s['errors']} of {s['n']} rows failed (see the error column)[/yellow]")
     return 0
 
 
@@ -253,15 +302,23 @@ def cmd_serve(a: argparse.Namespace) -> int:
     import uvicorn
 
     from emoslm.service import Settings, create_app
+    from emoslm.service.http import JSONErrorH11Protocol, configure_logging
 
     settings = Settings(bundle=a.bundle, data_dir=a.data_dir, llm=a.llm, max_upload_mb=a.max_upload_mb,
-                        max_seconds=a.max_seconds, torch_threads=a.threads, echat=a.echat)
-    uvicorn.run(create_app(settings), host=a.host, port=a.port, log_level="warning" if a.quiet else "info")
+                        max_seconds=a.max_seconds, window_seconds=a.window_seconds, segment_mode=a.segment_mode,
+                        torch_threads=a.threads, echat=a.echat, asr=a.asr, public_read=a.public_read,
+                        rate_limit=a.rate_limit, cors_origins=tuple(a.cors_origin or ()),
+                        max_prompt_chars=a.max_prompt_chars)
+    configure_logging(quiet=a.quiet)
+    # the service logs each request with its id (emoslm.service.access), so uvicorn's own access log is off
+    uvicorn.run(create_app(settings), host=a.host, port=a.port, log_level="warning" if a.quiet else "info",
+                access_log=False, http=JSONErrorH11Protocol)
     return 0
 
 
 def cmd_apikey(a: argparse.Namespace) -> int:
-    """Create, list or revoke the service's API keys (stored as sha256; a new key is printed once)."""
+    """Create, list or revoke the service's API keys (stored as sha256; a new key is printed once; an admin key
+    sees every speaker, an ordinary one the speakers it created)."""
     import datetime
 
     from emoslm.service.store import Store
@@ -269,14 +326,17 @@ def cmd_apikey(a: argparse.Namespace) -> int:
     if a.action != "list" and not a.name:
         raise EmoslmError(f"emoslm apikey {a.action} needs a key name")
     store = Store(a.data_dir)
+    if a.admin and a.action != "create":
+        raise EmoslmError("--admin goes with emoslm apikey create")
     if a.action == "create":
-        print(store.create_api_key(a.name))
+        print(store.create_api_key(a.name, admin=a.admin))
     elif a.action == "revoke":
         store.revoke_api_key(a.name)
         print(f"revoked {a.name}")
     else:
-        for name, created in store.list_api_keys():
-            print(f"{name}\t{datetime.datetime.fromtimestamp(created).isoformat(timespec='seconds')}")
+        for k in store.list_api_keys():
+            created = datetime.datetime.fromtimestamp(k.created).isoformat(timespec='seconds')
+            print(f"{k.name}\t{created}" + ("\tadmin" if k.admin else ""))
     return 0
 
 
@@ -339,14 +399,60 @@ def cmd_levels(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle(a: argparse.Namespace) -> int:
+    """A model bundle (for emoslm predict and serve) from a demo-style runs folder, or from the shipped models."""
+    from emoslm.personalization.pipeline import SHIPPED_CHECKPOINTS, bundle_from_runs
+
+    root = SHIPPED_CHECKPOINTS if a.runs == "shipped" else Path(a.runs)
+    if not root.is_dir():
+        raise EmoslmError(f"no runs folder {root}")
+    print(f"bundle: {bundle_from_runs(root, a.out).resolve()}")
+    return 0
+
+
+def cmd_split(a: argparse.Namespace) -> int:
+    """Cut a prepared corpus into train/dev/test by a named protocol (for corpora prepared as one split)."""
+    import json
+
+    from emoslm.data.manifests import load_prepared, save_prepared
+    from emoslm.data.splits import get_protocol, resplit, speaker_overlap
+
+    if not Path(a.corpus).is_dir():
+        raise EmoslmError(f"no prepared corpus at {a.corpus} (make one with `emoslm prepare ...`)")
+    prepared = load_prepared(a.corpus)
+    corpus = next(Path(a.corpus).glob("*_supervisions_*.jsonl.gz")).name.split("_supervisions_")[0]
+    if Path(a.out).resolve() == Path(a.corpus).resolve():
+        raise EmoslmError("emoslm split writes a new folder: OUT must differ from CORPUS")
+    try:
+        protocol = get_protocol(a.protocol, **_set_pairs(a.set))
+        parts = resplit(prepared, protocol, a.fold)
+    except ValueError as e:
+        raise EmoslmError(str(e)) from None
+    save_prepared(parts, a.out, corpus)
+    overlap = speaker_overlap({k: list(v["supervisions"]) for k, v in parts.items()})
+    (Path(a.out) / "split.json").write_text(json.dumps({"source": str(Path(a.corpus).resolve()),
+                                                        "protocol": protocol.describe()}, indent=1, default=str))
+    for role, p in parts.items():
+        sups = p["supervisions"]
+        print(f"{role}: {len(sups)} utterances, {len({s.speaker for s in sups})} speakers")
+    if any(overlap.values()):
+        print(f"speakers in two splits: {({f'{x}/{y}': sorted(v) for (x, y), v in overlap.items() if v})}")
+    print(f"manifests in {Path(a.out).resolve()}")
+    return 0
+
+
 def cmd_dual_info(a: argparse.Namespace) -> int:
     import json
 
     from emoslm.dual_info.evaluation import to_markdown, write_report
     from emoslm.dual_info.pipeline import DualInfoRun, evaluate
 
-    run = DualInfoRun(data=a.data, conversations=a.conversations, runs=a.runs,
-                      steps=tuple(int(x) for x in a.steps.split(",")), minutes=a.minutes,
+    try:
+        steps = tuple(int(x) for x in a.steps.split(","))
+    except ValueError:
+        raise EmoslmError(f"--steps expects whole numbers joined by commas (steps of stages 1, 2, 3), got "
+                          f"{a.steps!r}") from None
+    run = DualInfoRun(data=a.data, conversations=a.conversations, runs=a.runs, steps=steps, minutes=a.minutes,
                       test_utterances=a.test_utterances, test_conversations=a.test_conversations,
                       judge=a.judge, judge_base_url=a.judge_base_url, judge_model=a.judge_model, threads=a.threads,
                       extra=a.set or [])
@@ -410,10 +516,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_progress_option(r)
     r.set_defaults(fn=cmd_run)
 
-    ev = sub.add_parser("eval", help="evaluate trained models (Tables II-IV) and write the report")
-    ev.add_argument("--runs", default="runs/demo", help="a demo-style runs folder")
-    ev.add_argument("--corpus", default="data/synth_demo")
-    ev.add_argument("--out", default=None, help="report folder (default: RUNS/eval)")
+    ev = sub.add_parser("eval", help="evaluate trained models (Tables II-IV) on any prepared corpus; write the report")
+    ev.add_argument("--runs", default="runs/demo", help="a demo-style runs folder, or 'shipped' for the packaged models")
+    ev.add_argument("--corpus", default="data/synth_demo", help="a prepared corpus (emoslm prepare); no training "
+                                                               "split needed")
+    ev.add_argument("--split", default=None, help="split to evaluate (default: test, or the corpus's only split)")
+    ev.add_argument("--peer-train", default=None, metavar="DIR",
+                    help="corpus whose train split fits the eGeMAPS peer (default: the evaluated corpus's own, else "
+                         "the embedded data/synth_demo)")
+    ev.add_argument("--out", default=None, help="report folder (default: RUNS/eval; runs/shipped_eval/CORPUS)")
     ev.add_argument("--decode", default="score", choices=["score", "beam"])
     ev.add_argument("--no-peer", action="store_true", help="skip the eGeMAPS peer")
     add_progress_option(ev)
@@ -458,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("corpus", choices=sorted(CORPORA))
     pr.add_argument("corpus_dir")
     pr.add_argument("out_dir")
+    pr.add_argument("--label-map", default=None, metavar="FILE",
+                    help="csv: the table's labels -> canonical ones (.yaml/.json mapping, or a two-column .csv)")
     add_set_option(pr, "a corpus-specific option")
     pr.set_defaults(fn=cmd_prepare)
 
@@ -472,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("out_dir")
     mi.add_argument("--corpus", default="custom")
     mi.add_argument("--audio-root", default=None)
+    mi.add_argument("--label-map", default=None, metavar="FILE",
+                    help="the table's labels -> canonical ones (.yaml/.json mapping, or a two-column .csv)")
     mi.set_defaults(fn=cmd_manifest_import)
 
     f = sub.add_parser("features", help="feature extraction").add_subparsers(dest="what", required=True)
@@ -483,12 +598,29 @@ def build_parser() -> argparse.ArgumentParser:
     ff.add_argument("--workers", type=int, default=1)
     ff.set_defaults(fn=cmd_features_fbank)
 
-    pp = sub.add_parser("predict", help="personalised emotion of an utterance, with enrollment pairs")
-    pp.add_argument("target", help="the utterance to recognise (audio file)")
+    pp = sub.add_parser("predict", help="personalised emotion of utterances (files, folders, lists, manifests)")
+    pp.add_argument("target", nargs="*", default=[],
+                    help="audio files, folders (wav/flac/ogg/mp3 found recursively) or @list.txt (one per line)")
+    pp.add_argument("--list", metavar="FILE", help="a list file of audio files (relative to its folder)")
+    pp.add_argument("--manifest", metavar="DIR", help="a prepared corpus (emoslm prepare): every supervision")
+    pp.add_argument("--split", action="append", help="with --manifest: only these splits (repeatable)")
     pp.add_argument("--enroll", action="append", metavar="FILE:LABEL", help="an enrollment pair (repeatable)")
+    pp.add_argument("--enroll-table", metavar="TABLE.csv",
+                    help="enrollment of several speakers: columns speaker, file (or path), label")
+    pp.add_argument("--speaker", help="whose enrollment the files use (with --manifest: only this speaker)")
     pp.add_argument("--bundle", default="runs/demo/bundle", help="model bundle (default: the demo's)")
     pp.add_argument("--decode", default="score", choices=["score", "beam"],
-                    help="score every label (probabilities) or beam search (beam 4, exact match)")
+                    help="score every label (probabilities) or beam search (beam 4, exact match; one file)")
+    pp.add_argument("--out", metavar="FILE.jsonl|FILE.csv", help="write a row per file (per segment) here")
+    pp.add_argument("--embeddings", action="store_true", help="add each utterance's embedding to the rows")
+    pp.add_argument("--segment", choices=["fixed", "energy"],
+                    help="long audio: a row per fixed window or per speech region (energy-based)")
+    pp.add_argument("--window", type=float, default=4.0, help="segment length in seconds (at most, for energy)")
+    pp.add_argument("--hop", type=float, default=None, help="fixed windows: start every HOP s (default: --window)")
+    pp.add_argument("--max-seconds", type=float, default=600.0, help="with --segment: the longest file")
+    pp.add_argument("--batch-size", type=int, default=16, help="utterances per forward pass")
+    add_threads_option(pp, 1)
+    add_progress_option(pp)
     pp.set_defaults(fn=cmd_predict)
 
     ch = sub.add_parser("chat", help="E-chat: the emotion recognised in an utterance and the reply to it")
@@ -513,8 +645,21 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--llm", default="smollm2", help="chat LLM: smollm2 (packaged), tiny-llama (random) or a local dir")
     sv.add_argument("--echat", default=None, metavar="DIR",
                     help="E-chat checkpoint: answers chat turns that carry audio (text turns keep --llm)")
+    sv.add_argument("--asr", default=None, metavar="none|whisper-tiny.en|DIR",
+                    help="speech recognition of audio turns (default: the packaged Whisper tiny.en when installed)")
+    sv.add_argument("--public-read", action="store_true",
+                    help="GET requests need no API key (they then see every speaker); default: keys for reads too")
+    sv.add_argument("--rate-limit", default=None, metavar="N/min", help="requests per API key (token bucket; 429)")
+    sv.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                    help="allow browser pages from this origin (repeatable; * for any)")
     sv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body")
-    sv.add_argument("--max-seconds", type=float, default=30.0, help="longest audio")
+    sv.add_argument("--max-seconds", type=float, default=300.0, help="longest audio (longer than a window: "
+                    "per-segment emotions)")
+    sv.add_argument("--window-seconds", type=float, default=4.0, help="segment length for long audio")
+    sv.add_argument("--segment-mode", choices=["fixed", "energy"], default="fixed",
+                    help="long audio: fixed windows or energy-detected speech regions")
+    sv.add_argument("--max-prompt-chars", type=int, default=32000, help="longest chat text (checked before "
+                    "tokenising)")
     add_threads_option(sv, 2)
     sv.add_argument("--quiet", action="store_true", help="log warnings only")
     sv.set_defaults(fn=cmd_serve)
@@ -523,6 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     ak.add_argument("action", choices=["create", "list", "revoke"])
     ak.add_argument("name", nargs="?", default=None, help="key name (create, revoke)")
     ak.add_argument("--data-dir", default="data/service")
+    ak.add_argument("--admin", action="store_true",
+                    help="create: the key sees and changes every speaker (an ordinary key only its own)")
     ak.set_defaults(fn=cmd_apikey)
 
     sfd = s.add_parser("from-description", help="paper 001: an LLM-written, TTS-spoken corpus from a description")
@@ -550,6 +697,20 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--overwrite", action="store_true", help="replace levels the corpus already has")
     lv.add_argument("--workers", type=int, default=1)
     lv.set_defaults(fn=cmd_levels)
+
+    bu = sub.add_parser("bundle", help="a model bundle for predict/serve from a runs folder (or the shipped models)")
+    bu.add_argument("runs", help="a demo-style runs folder (relative/encoder + stage2/), or 'shipped'")
+    bu.add_argument("out", help="the bundle folder to write")
+    bu.set_defaults(fn=cmd_bundle)
+
+    spl = sub.add_parser("split", help="cut a prepared corpus into train/dev/test (speaker-disjoint by default)")
+    spl.add_argument("corpus", help="a prepared corpus (emoslm prepare)")
+    spl.add_argument("out", help="folder for the new manifests")
+    spl.add_argument("--protocol", default="speaker_disjoint",
+                     help="speaker_disjoint (default), leave_one_speaker_out, leave_one_session_out, predefined")
+    spl.add_argument("--fold", default=None, help="the fold of a many-fold protocol (default: the first)")
+    add_set_option(spl, "a protocol parameter, e.g. train=0.6 dev=0.2 test=0.2 seed=1")
+    spl.set_defaults(fn=cmd_split)
 
     di = sub.add_parser("dual-info", help="paper 002: the dual-information speech LM (train + Tables I, III, IV)")
     di.add_argument("what", choices=["eval"], help="eval: Tables I, III, IV of --models (training: emoslm run "
@@ -583,11 +744,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.fn(args) or 0)
     except EmoslmError as e:
-        print(f"emoslm: error: {e}", file=sys.stderr)
+        _print_error(str(e))
         return 2
     except KeyboardInterrupt:
         print("emoslm: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # the last line of defence: one line, never a traceback (unless asked for with -v)
+        if args.verbose:
+            logging.getLogger("emoslm").exception("unexpected error in emoslm %s", args.command)
+        _print_error(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__,
+                     "" if args.verbose else " (unexpected; rerun with -v for the traceback)")
+        return 2
+
+
+def _print_error(message: str, suffix: str = "") -> None:
+    """``emoslm: error: MESSAGE`` on one line of stderr, whatever characters the message holds."""
+    line = "emoslm: error: " + " ".join(part.strip() for part in message.splitlines() if part.strip()) + suffix
+    enc = getattr(sys.stderr, "encoding", None) or "utf-8"
+    try:
+        line.encode(enc)
+    except UnicodeEncodeError:  # e.g. a surrogate from a non-UTF-8 file name
+        line = line.encode(enc, "backslashreplace").decode(enc)
+    except LookupError:
+        line = line.encode("ascii", "backslashreplace").decode("ascii")
+    print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -37,3 +37,12 @@ class EpisodeError(EmoslmError, ValueError):
 
 class CorpusError(EmoslmError):
     """A corpus directory that does not look like the corpus it is said to be."""
+
+
+class ConfigError(EmoslmError, ValueError):
+    """A recipe config or ``--set`` override that cannot be used: bad YAML, an unknown key, a value of the wrong
+    type or outside the allowed ones. Names the key and what it accepts."""
+
+
+class CheckpointError(EmoslmError, FileNotFoundError):
+    """A model checkpoint (folder or file) that is missing; names it and how to make it."""

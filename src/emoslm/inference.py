@@ -3,6 +3,6 @@
 The implementation lives in :mod:`emoslm.personalization.inference`.
 """
 
-from emoslm.personalization.inference import EmotionRecognizer, Prediction, save_bundle
+from emoslm.personalization.inference import EmotionRecognizer, Prediction, SegmentPrediction, save_bundle
 
-__all__ = ["EmotionRecognizer", "Prediction", "save_bundle"]
+__all__ = ["EmotionRecognizer", "Prediction", "SegmentPrediction", "save_bundle"]

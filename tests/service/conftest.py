@@ -1,5 +1,5 @@
-"""A real server for the service tests: a tiny random bundle, a fresh data folder with one API key, uvicorn in a
-subprocess on 127.0.0.1."""
+"""A real server for the service tests: a tiny random bundle, a fresh data folder with an API key (and an admin
+key), uvicorn in a subprocess on 127.0.0.1 with the packaged Whisper tiny.en as its ASR (loaded on first use)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ def bundle(tmp_path_factory):
 @pytest.fixture(scope="session")
 def server(bundle, tmp_path_factory):
     data = tmp_path_factory.mktemp("service") / "data"
-    key = Store(data).create_api_key("tests")
-    with ServerProcess(bundle, data, extra=["--max-upload-mb", "1", "--max-seconds", "10"]) as srv:
-        srv.key = key
+    store = Store(data)
+    key = store.create_api_key("tests")
+    admin_key = store.create_api_key("admin", admin=True)
+    with ServerProcess(bundle, data, key=key, extra=["--max-upload-mb", "1", "--max-seconds", "10"]) as srv:
+        srv.admin_key = admin_key
         yield srv
 
 

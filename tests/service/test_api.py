@@ -110,36 +110,44 @@ def test_enrollment_limit_is_a_conflict(api, server, speech):
     assert api.delete(f"{api.base}/v1/speakers/full").json()["n_enrollments_deleted"] == limit
 
 
-def _write_operations(spec: dict) -> list[tuple[str, str]]:
-    return [(method.upper(), path) for path, ops in spec["paths"].items() for method in ops
-            if method in ("post", "put", "patch", "delete")]
+def _operations(spec: dict) -> list[tuple[str, str]]:
+    return [(method.upper(), path) for path, ops in spec["paths"].items() for method in ops]
 
 
-def test_every_write_endpoint_rejects_missing_or_wrong_key(api, server, speech):
+PUBLIC = {"/health", "/ready"}
+
+
+def test_every_endpoint_rejects_missing_or_wrong_key(api, server, speech):
+    """Reads need a key too (no --public-read here); only liveness and readiness are public."""
     spec = requests.get(f"{server.url}/openapi.json").json()
-    writes = _write_operations(spec)
-    assert {p for _, p in writes} >= {"/v1/speakers", "/v1/speakers/{speaker_id}", "/v1/emotion",
-                                      "/v1/speakers/{speaker_id}/enrollments", "/v1/chat/completions",
-                                      "/v1/speakers/{speaker_id}/enrollments/{enrollment_id}"}
+    operations = _operations(spec)
+    assert {p for _, p in operations} >= {"/v1/speakers", "/v1/speakers/{speaker_id}", "/v1/emotion",
+                                          "/v1/speakers/{speaker_id}/enrollments", "/v1/chat/completions",
+                                          "/v1/speakers/{speaker_id}/enrollments/{enrollment_id}", "/v1/info",
+                                          "/v1/models", "/v1/audio/transcriptions", "/health", "/ready"}
     api.post(f"{api.base}/v1/speakers", json={"id": "keyed"}).raise_for_status()
     eid = _enroll(api, "keyed", speech[0], "joy").json()["id"]
     bodies = {"/v1/speakers": {"json": {"id": "intruder"}},
               "/v1/emotion": {"files": {"file": ("q.wav", speech[1])}},
+              "/v1/audio/transcriptions": {"files": {"file": ("q.wav", speech[1])}},
               "/v1/speakers/{speaker_id}/enrollments": {"files": {"file": ("q.wav", speech[1])},
                                                         "data": {"label": "joy"}},
               "/v1/chat/completions": {"json": {"model": "x", "messages": [{"role": "user", "content": "hi"}]}}}
-    for method, path in writes:
+    for method, path in operations:
+        url = server.url + path.format(speaker_id="keyed", enrollment_id=eid)
+        if path in PUBLIC:
+            assert requests.request(method, url).status_code == 200, path
+            continue
         op = spec["paths"][path][method.lower()]
         assert {"HTTPBearer": []} in op["security"] and {"APIKeyHeader": []} in op["security"], path
-        url = server.url + path.format(speaker_id="keyed", enrollment_id=eid)
         for headers in ({}, {"Authorization": "Bearer esk-wrong"}, {"X-API-Key": "esk-wrong"},
                         {"Authorization": "Basic dGVzdHM6eA=="}):
             r = requests.request(method, url, headers=headers, **bodies.get(path, {}))
             _error(r, 401, "unauthorized")
             assert r.headers["WWW-Authenticate"] == "Bearer"
-    # nothing was written, and reads need no key
-    assert requests.get(f"{server.url}/v1/speakers/keyed/enrollments").json()["data"][0]["id"] == eid
-    assert "intruder" not in {s["id"] for s in requests.get(f"{server.url}/v1/speakers").json()["data"]}
+    # nothing was written
+    assert api.get(f"{server.url}/v1/speakers/keyed/enrollments").json()["data"][0]["id"] == eid
+    assert "intruder" not in {s["id"] for s in api.get(f"{server.url}/v1/speakers").json()["data"]}
     assert requests.post(f"{server.url}/v1/emotion", files={"file": ("q.wav", speech[1])},
                          headers={"X-API-Key": server.key}).status_code == 200
 
@@ -147,6 +155,7 @@ def test_every_write_endpoint_rejects_missing_or_wrong_key(api, server, speech):
 def test_web_page_and_spec_are_served(server):
     page = requests.get(server.url + "/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"] and "enroll-buttons" in page.text
+    assert "emoslm apikey create" in page.text  # the page says where a key comes from
     assert "getUserMedia" in requests.get(server.url + "/static/app.js").text
     spec = requests.get(server.url + "/openapi.json").json()
     assert spec["components"]["schemas"]["EmotionResult"]["required"] >= ["label", "probabilities"]

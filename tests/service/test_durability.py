@@ -42,7 +42,7 @@ def _writer(url: str, key: str, prefix: str, acked: list[tuple[str, str]], stop:
 def test_kill9_during_enrollment_writes_loses_nothing_acknowledged(bundle, tmp_path):
     data = tmp_path / "data"
     key = Store(data).create_api_key("durability")
-    server = ServerProcess(bundle, data).start()
+    server = ServerProcess(bundle, data, key=key).start()
     acked: list[tuple[str, str]] = []
     stop = threading.Event()
     writers = [threading.Thread(target=_writer, args=(server.url, key, f"w{i}", acked, stop)) for i in range(3)]
@@ -63,13 +63,15 @@ def test_kill9_during_enrollment_writes_loses_nothing_acknowledged(bundle, tmp_p
     for f in (data / "audio").rglob("*.wav"):
         assert sf.info(str(f)).frames > 0 and len(sf.read(str(f))[0]) == sf.info(str(f)).frames
 
-    with ServerProcess(bundle, data) as again:
+    admin = Store(data).create_api_key("durability-admin", admin=True)
+    auth = {"X-API-Key": key}
+    with ServerProcess(bundle, data, key=admin) as again:
         info = again.info()
         assert info["excluded_enrollments"] == {}
-        speakers = {s["id"] for s in requests.get(f"{again.url}/v1/speakers").json()["data"]}
+        speakers = {s["id"] for s in requests.get(f"{again.url}/v1/speakers", headers=auth).json()["data"]}
         present = {}
         for sid in speakers:
-            for e in requests.get(f"{again.url}/v1/speakers/{sid}/enrollments").json()["data"]:
+            for e in requests.get(f"{again.url}/v1/speakers/{sid}/enrollments", headers=auth).json()["data"]:
                 present[e["id"]] = e
         missing = [eid for _, eid in acked if eid not in present]
         assert not missing, f"{len(missing)} acknowledged enrollments lost"

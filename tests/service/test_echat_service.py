@@ -35,7 +35,7 @@ def echat_ckpt(tmp_path_factory):
 def echat_server(bundle, echat_ckpt, tmp_path_factory):
     data = tmp_path_factory.mktemp("service_echat") / "data"
     key = Store(data).create_api_key("tests")
-    with ServerProcess(bundle, data, extra=["--echat", str(echat_ckpt)]) as srv:
+    with ServerProcess(bundle, data, key=key, extra=["--echat", str(echat_ckpt)]) as srv:
         s = requests.Session()
         s.headers["Authorization"] = f"Bearer {key}"
         yield srv, s
@@ -93,4 +93,4 @@ def test_a_wrong_echat_dir_fails_at_start_up(bundle, tmp_path):
     r = subprocess.run([sys.executable, "-m", "emoslm.cli", "serve", "--bundle", str(bundle), "--data-dir",
                         str(tmp_path / "data"), "--llm", "tiny-llama", "--echat", str(tmp_path / "empty"),
                         "--port", "1"], capture_output=True, text=True, timeout=120, check=False)
-    assert r.returncode == 2 and "not an E-chat checkpoint" in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 2 and "--echat" in r.stderr and "E-chat checkpoint" in r.stderr, r.stderr[-2000:]

@@ -35,10 +35,14 @@ def test_chat_with_input_audio_is_personalised_for_an_enrolled_user(client, api,
     emotion = r.model_extra["emotion"]
     assert emotion["speaker_id"] == "chatter" and emotion["n_enrollments_used"] == 3
     assert emotion["label"] == max(emotion["probabilities"], key=emotion["probabilities"].get)
-    # the same audio without a known user: 0-shot; text-only turns have no emotion
+    # the same audio without a user: 0-shot; an unknown user is a 404, as speaker_id in /v1/emotion
     anon = client.chat.completions.create(model="emoslm", messages=[{"role": "user", "content": question}],
-                                          user="someone-else", max_tokens=4)
+                                          max_tokens=4)
     assert anon.model_extra["emotion"]["n_enrollments_used"] == 0
+    with pytest.raises(openai.NotFoundError, match="unknown speaker 'someone-else'"):
+        client.chat.completions.create(model="emoslm", messages=[{"role": "user", "content": question}],
+                                       user="someone-else", max_tokens=4)
+    # text-only turns have no emotion
     text = client.chat.completions.create(model="emoslm", max_tokens=4, messages=[
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}])
     assert text.model_extra.get("emotion") is None

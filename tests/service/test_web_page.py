@@ -1,5 +1,6 @@
 """The web page in headless Chromium (Debian's chromium + chromium-driver, driven by Selenium) with a fake
-microphone fed from a WAV file: record, enroll per emotion, recognise, chat; checked in the DOM and by a
+microphone fed from a WAV file: connect with a key (kept in sessionStorage only), record, enroll per emotion,
+recognise, upload a spoken file (its words come back), chat with it (streamed); checked in the DOM and by a
 screenshot."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 import requests
 import soundfile as sf
 
-from emoslm.service.testing import tone
+from emoslm.service.testing import speech_wav, tone
 
 CHROMIUM = shutil.which("chromium")
 DRIVER = shutil.which("chromedriver")
@@ -53,9 +54,20 @@ def test_record_enroll_recognise_and_chat_in_chromium(browser, server, tmp_path)
     d = browser
     d.get(server.url + "/")
     _wait(d, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+    steps = d.find_element(By.ID, "steps").text
+    assert "emoslm apikey create" in steps and "Enroll" in steps and "Recognise" in steps
+    # nothing works before a key: the page says where one comes from
+    d.find_element(By.ID, "use-speaker").click()
+    _wait(d, lambda d: "emoslm apikey create" in d.find_element(By.ID, "error").text)
+    d.find_element(By.ID, "apikey").send_keys(server.key)
+    d.find_element(By.ID, "connect").click()
+    _wait(d, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-connected") == "1")
     labels = [b.text for b in d.find_elements(By.CSS_SELECTOR, "#enroll-buttons button")]
     assert labels == server.info()["labels"]
-    d.find_element(By.ID, "apikey").send_keys(server.key)
+    assert "connected as tests" in d.find_element(By.ID, "connect-status").text
+    # the key is kept for this tab only
+    assert d.execute_script("return sessionStorage.getItem('emoslm.apikey')") == server.key
+    assert d.execute_script("return localStorage.getItem('emoslm.apikey')") is None
     d.find_element(By.ID, "speaker").send_keys("browser-user")
     d.find_element(By.ID, "use-speaker").click()
     _wait(d, lambda d: "ready" in d.find_element(By.ID, "speaker-status").text)
@@ -71,7 +83,8 @@ def test_record_enroll_recognise_and_chat_in_chromium(browser, server, tmp_path)
         _wait(d, lambda d: d.find_element(By.ID, "enroll-count").text == str(n))
     assert d.find_element(By.ID, "error").text == ""
     # the server holds what the page enrolled, as 16 kHz audio of about the recorded length
-    stored = requests.get(f"{server.url}/v1/speakers/browser-user/enrollments").json()["data"]
+    stored = requests.get(f"{server.url}/v1/speakers/browser-user/enrollments",
+                          headers={"X-API-Key": server.key}).json()["data"]
     assert [e["label"] for e in stored] == ["anger", "joy", "sadness"]
     assert all(0.5 < e["duration"] < 1.5 for e in stored)
 
@@ -86,10 +99,22 @@ def test_record_enroll_recognise_and_chat_in_chromium(browser, server, tmp_path)
     assert top == max(probs, key=probs.get)
     assert d.find_element(By.CSS_SELECTOR, f"#chart .row[data-label='{top}'] .bar").get_attribute("class") == "bar top"
 
-    d.find_element(By.ID, "chat-input").send_keys("How are you?")
+    # an audio file instead of the microphone: its words are recognised
+    spoken = tmp_path / "question.wav"
+    spoken.write_bytes(speech_wav("What is the capital of France"))
+    d.find_element(By.ID, "file").send_keys(str(spoken))
+    _wait(d, lambda d: d.find_element(By.ID, "rec-status").text.startswith("file question.wav"))
+    d.find_element(By.ID, "recognise").click()
+    _wait(d, lambda d: "capital" in d.find_element(By.ID, "transcript").text.lower(), timeout=60)
+
+    # chat with the file: the user's line shows the words heard, the reply is streamed in
+    d.find_element(By.ID, "chat-input").send_keys("Listen:")
     d.find_element(By.ID, "chat-send").click()
-    _wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chat-log .msg.assistant")) == 1)
-    assert d.find_element(By.CSS_SELECTOR, "#chat-log .msg.user").text.startswith("you: How are you? [")
+    _wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chat-log .msg.assistant:not([data-streaming])")) == 1,
+          timeout=60)
+    user_line = d.find_element(By.CSS_SELECTOR, "#chat-log .msg.user").text
+    assert user_line.startswith("you: Listen:") and "france" in user_line.lower() and "[" in user_line
+    assert d.find_element(By.ID, "error").text == ""
 
     shot = tmp_path / "page.png"
     assert d.save_screenshot(str(shot))

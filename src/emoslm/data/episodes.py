@@ -410,3 +410,13 @@ class EpisodeSampler:
             log.warning("%s k=%d: skipped %d targets that cannot meet the setting (%s)", name, k, out.n_skipped,
                         ", ".join(f"{s}: {n}" for s, n in sorted(out.skipped_per_speaker.items())))
         return out
+
+
+def derange_labels(labels: Sequence[str], label_names: Sequence[str], rng) -> list[str]:
+    """Every label replaced by a different one, drawn uniformly among the other labels of the set: the
+    enrollment-label control that leaves no correct label in place (a permutation can, and at k=1 always does)."""
+    out = []
+    for lab in labels:
+        others = [x for x in label_names if x != lab]
+        out.append(others[int(rng.integers(len(others)))])
+    return out

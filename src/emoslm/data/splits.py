@@ -335,3 +335,30 @@ def get_protocol(name: str, **params: Any) -> SplitProtocol:
         return PROTOCOLS[name](**params)
     except TypeError as e:
         raise ValueError(f"bad parameters for split protocol {name!r}: {e}") from None
+
+
+def resplit(prepared: Mapping[str, Mapping[str, Any]], protocol: SplitProtocol, fold: str | None = None) -> dict:
+    """A prepared corpus cut anew by a protocol: ``{"train"|"dev"|"test": {"recordings", "supervisions"}}``.
+
+    For a corpus prepared as one split (RAVDESS, CREMA-D, a user's table) that must be trained on. ``fold`` picks
+    one fold of a many-fold protocol (default: the first). Empty roles are left out; each role keeps only the
+    recordings its supervisions use."""
+    from lhotse import RecordingSet, SupervisionSet
+
+    folds = list(protocol.folds(prepared))
+    if fold is not None:
+        names = [f.name for f in folds]
+        if fold not in names:
+            raise ValueError(f"{protocol.name} has no fold {fold!r}; its folds: {', '.join(names)}")
+        chosen = folds[names.index(fold)]
+    else:
+        chosen = folds[0]
+    recordings = {r.id: r for parts in prepared.values() for r in parts["recordings"]}
+    out = {}
+    for role in ROLES:
+        sups = chosen.splits[role]
+        if sups:
+            used = dict.fromkeys(s.recording_id for s in sups)
+            out[role] = {"recordings": RecordingSet.from_recordings(recordings[r] for r in used),
+                         "supervisions": SupervisionSet.from_segments(sups)}
+    return out

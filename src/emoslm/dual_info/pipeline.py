@@ -5,7 +5,8 @@
 1. the embedded corpus (``emoslm synth corpus --preset demo``) and the dual-information conversations written
    by the frozen LLM (``emoslm synth conversations --preset demo``), both cached;
 2. stages 1 (joint), 2 (ERR) and 3 (holistic), each from the previous stage's best checkpoint, capped in steps
-   and minutes; a finished stage is not trained again;
+   and minutes; a finished stage is not trained again when its recorded settings are the ones about to run
+   (:func:`emoslm.training.reuse.check_run`; otherwise it is trained again and the log says which keys differ);
 3. the evaluation (:mod:`emoslm.dual_info.evaluation`) of the stage-1 and final models: Table I (attributes, WA,
    with P&L-, P- and L-Embs), Table III (ASR, WER, with P&L-, L- and P-Embs) and Table IV (conversations: the
    judge's CS and EGS scores and SIM, for the final SLM, the stage-1 SLM, the frozen LLM reading the plain
@@ -36,10 +37,12 @@ from emoslm.dual_info.recipe import (
     conversation_utterance,
     utterance_features,
 )
+from emoslm.errors import CheckpointError
 from emoslm.metrics.text import SentenceSimilarity
 from emoslm.models.frozen_speech import FeatureCache, build_frozen_encoder
 from emoslm.models.text_llm import load_backend
 from emoslm.synth.corpus import synthesize_corpus
+from emoslm.training.reuse import check_run
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +87,6 @@ def train_stages(run: DualInfoRun) -> dict[int, dict[str, Any]]:
     summaries = {}
     for stage, steps in zip((1, 2, 3), run.steps):
         out = runs / f"stage{stage}"
-        done = out / "train_summary.json"
-        if done.is_file():
-            summaries[stage] = json.loads(done.read_text())
-            log.info("stage %d already trained (%s)", stage, done)
-            continue
         overrides = [f"data={run.data}", f"conversations={run.conversations}", f"features={run.features}",
                      f"encoder={json.dumps(run.encoder)}", f"out_dir={out}", f"model.llm.name={run.llm}",
                      f"train.max_steps={steps}", f"batch_size={run.batch_size}", f"threads={run.threads}",
@@ -105,7 +103,12 @@ def train_stages(run: DualInfoRun) -> dict[int, dict[str, Any]]:
         elif run.init_stage1:
             overrides.append(f"init_from={run.init_stage1}")
         cfg = load_config(recipe.DualInfoRecipeConfig, f"dual_info_stage{stage}", [*overrides, *run.extra])
-        summaries[stage] = recipe.run(cfg)  # the trainer writes train_summary.json when the stage ends
+        check = check_run(out, cfg, f"stage {stage}")  # a finished stage is reused only with the same settings
+        if check.reuse:
+            summaries[stage] = check.summary(out)
+            continue
+        # the trainer writes train_summary.json when the stage ends
+        summaries[stage] = {**recipe.run(cfg), "reused": False}
     return summaries
 
 
@@ -127,10 +130,25 @@ def _test_subset(utts: Sequence[Any], n: int, seed: int) -> list[Any]:
     return out
 
 
+def _has_checkpoint(out_dir: str | Path) -> bool:
+    return any((Path(out_dir) / "checkpoints" / n / "model" / "model.safetensors").is_file() for n in ("best", "last"))
+
+
 def evaluate(run: DualInfoRun, models: dict[str, str | Path], judge_backend=None) -> dict[str, Any]:
     """Tables I, III and IV for ``models`` (name -> checkpoint); the last one is the main system."""
     import torch
 
+    models = dict(models)
+    for name, path in models.items():  # before the features are computed: a typo fails in a second
+        if (Path(path) / "model.safetensors").is_file():
+            continue
+        if Path(path).is_dir() and _has_checkpoint(path):  # a stage's run folder: its best checkpoint
+            models[name] = best_checkpoint(path)
+            continue
+        what = "holds no model.safetensors" if Path(path).is_dir() else "does not exist"
+        raise CheckpointError(f"model {name!r}: {path} {what}; pass a dual-information checkpoint (a stage's run "
+                              "folder such as runs/dual_info/stage3, or its checkpoints/best/model); train one with "
+                              "`emoslm run dual_info`")
     torch.set_num_threads(run.threads)
     t0 = time.perf_counter()
     cache = FeatureCache(run.features, build_frozen_encoder(run.encoder))
@@ -194,6 +212,8 @@ def run_all(run: DualInfoRun) -> dict[str, Any]:
                          "stage 3 (ERR + holistic)": best_checkpoint(runs / "stage3")})
     res["meta"].update({"steps": {s: v.get("steps") for s, v in summaries.items()},
                         "training seconds": {s: v.get("seconds") for s, v in summaries.items()},
+                        "stages": {s: {"reused": bool(v.get("reused")), "trained_by": v.get("trained_by"),
+                                       "trained_at": v.get("trained_at")} for s, v in summaries.items()},
                         "data seconds": round(t_data, 1), "train seconds (this call)": round(t_train, 1)})
     (runs / "results.json").write_text(json.dumps(res, indent=1, default=str))
     ev.write_report(res, runs / "report.html")

@@ -239,4 +239,5 @@ def run(cfg: DualInfoRecipeConfig) -> dict:
 
 def best_checkpoint(out_dir: str | Path) -> Path:
     """The best (else last) model checkpoint of a run."""
-    return _best_checkpoint(out_dir, "dual-information")
+    return _best_checkpoint(out_dir, "dual-information", "train one with `emoslm run dual_info` (all stages), or "
+                                                         "`emoslm train dual_info --config dual_info_stage1`")

@@ -32,6 +32,7 @@ from emoslm.echat.evaluation import evaluate_echat, to_markdown, write_report
 from emoslm.echat.recipe import best_checkpoint
 from emoslm.models.text_llm import load_backend
 from emoslm.threads import set_torch_threads
+from emoslm.training.reuse import check_run
 
 
 @dataclass
@@ -53,7 +54,9 @@ class EChatRun:
 
 
 def train_stages(run: EChatRun) -> dict[int, dict[str, Any]]:
-    """Stages 1 and 2 (a finished stage is not trained again: the trainer resumes from its last checkpoint)."""
+    """Stages 1 and 2. A finished stage is reused only when its recorded settings are the ones about to run
+    (:func:`emoslm.training.reuse.check_run`); a stage of other settings is trained again (the log says which keys
+    differ), an unfinished one of the same settings is resumed by the trainer."""
     runs = Path(run.runs)
     encoder: dict[str, Any] = {"kind": "fbank", "preset": "tiny"}
     if run.encoder_init and Path(run.encoder_init).is_dir():
@@ -68,9 +71,10 @@ def train_stages(run: EChatRun) -> dict[int, dict[str, Any]]:
         asr = run.asr_corpus if run.asr_corpus and Path(run.asr_corpus).is_dir() else None
         extra = ([f"asr_corpus={asr}" if asr else "asr_corpus=null"] if stage == 1
                  else [f"init_from={best_checkpoint(runs / 'stage1')}"])
-        cfg = load_config(recipe.EChatRecipeConfig, f"echat_stage{stage}",
-                          [*common, f"out_dir={runs / f'stage{stage}'}", *extra])
-        summaries[stage] = recipe.run(cfg)
+        out = runs / f"stage{stage}"
+        cfg = load_config(recipe.EChatRecipeConfig, f"echat_stage{stage}", [*common, f"out_dir={out}", *extra])
+        check = check_run(out, cfg, f"E-chat stage {stage}")
+        summaries[stage] = check.summary(out) if check.reuse else {**recipe.run(cfg), "reused": False}
     return summaries
 
 
@@ -112,6 +116,10 @@ def summary_markdown(out: dict[str, Any], cfg: EChatRun) -> str:
         summ, hist = out["train"][s], out["history"][s]
         last = hist[-1] if hist else {}
         extra = f", valid emotion acc {100 * last['valid_emotion_acc']:.1f} %" if "valid_emotion_acc" in last else ""
+        if summ.get("reused"):  # where a stage trained by an earlier command comes from
+            extra += (f"; reused from `{cfg.runs}/stage{s}` (same settings), trained by `{summ['trained_by']}` at "
+                      f"{summ.get('trained_at')}" if summ.get("trained_by") else
+                      f"; reused from `{cfg.runs}/stage{s}` (same settings; made before runs recorded their command)")
         return (f"stage {s}: {summ['steps']} steps in {summ['seconds']:.0f} s, valid decoder loss "
                 f"{last.get('valid_decoder_loss', float('nan')):.3f}{extra}")
 

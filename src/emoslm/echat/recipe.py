@@ -150,4 +150,5 @@ def run(cfg: EChatRecipeConfig) -> dict:
 
 def best_checkpoint(out_dir: str | Path) -> Path:
     """The best (else last) model checkpoint of a run."""
-    return _best_checkpoint(out_dir, "E-chat")
+    return _best_checkpoint(out_dir, "E-chat", "train one with `emoslm run echat` (both stages), or `emoslm train "
+                                               "echat --config echat_stage1` then `--config echat_stage2`")

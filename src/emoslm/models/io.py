@@ -26,6 +26,8 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
+from emoslm.errors import CheckpointError
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -106,10 +108,10 @@ class PretrainedMixin:
 
         d = Path(directory)
         if not d.is_dir():
-            raise FileNotFoundError(f"{d}: not a directory (expected a directory written by save_pretrained)")
+            raise CheckpointError(f"{d}: not a directory (expected a checkpoint directory written by save_pretrained)")
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (d / name).is_file():
-                raise FileNotFoundError(f"{d / name}: missing (expected {CONFIG_NAME} and {WEIGHTS_NAME} in {d})")
+                raise CheckpointError(f"{d / name}: missing (expected {CONFIG_NAME} and {WEIGHTS_NAME} in {d})")
         data = json.loads((d / CONFIG_NAME).read_text())
         target = _resolve_class(data.get("_class"), d) if "_class" in data else cls
         if not (isinstance(target, type) and issubclass(target, cls)):
@@ -146,7 +148,7 @@ def load_weights_into(model: torch.nn.Module, path: str | Path, kind: str,
 
     f = Path(path) / "model.safetensors"
     if not f.is_file():
-        raise FileNotFoundError(f"{f} is missing: not {kind} checkpoint")
+        raise CheckpointError(f"{f} is missing: not {kind} checkpoint")
     missing, unexpected = model.load_state_dict(load_file(str(f)), strict=False)
     bad = [m for m in missing if not m.startswith(optional)]
     if unexpected or bad:

@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from emoslm.errors import CheckpointError
 from emoslm.models.io import CONFIG_NAME, WEIGHTS_NAME, load_weights_into, save_weights
 from emoslm.models.llm import Backbone
 
@@ -194,5 +195,5 @@ def checkpoint_config(path: str | Path, kind: str) -> dict[str, Any]:
     path = Path(path)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (path / name).is_file():
-            raise FileNotFoundError(f"{path / name} is missing: not {kind} checkpoint")
+            raise CheckpointError(f"{path / name} is missing: not {kind} checkpoint")
     return json.loads((path / CONFIG_NAME).read_text())

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from emoslm.data.augment import apply_style, sample_styles
+from emoslm.errors import CheckpointError, ConfigError
 from emoslm.metrics import ua_spk
 from emoslm.models.encoders import (
     FbankTransformerEncoder,
@@ -95,9 +96,16 @@ class ClassifierConfig:
 class ClassifierRecipe:
     def __init__(self, cfg: ClassifierConfig):
         if cfg.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {cfg.variant!r}")
-        if cfg.variant not in ("scratch", "relative") and not cfg.encoder:
-            raise ValueError(f"variant {cfg.variant!r} needs a pretrained encoder checkpoint (encoder: DIR)")
+            raise ConfigError(f"variant must be one of {', '.join(VARIANTS)}; got {cfg.variant!r}")
+        if cfg.variant not in ("scratch", "relative"):
+            if not cfg.encoder:
+                raise ConfigError(f"variant {cfg.variant!r} needs a pretrained encoder checkpoint (encoder: DIR)")
+            if not (Path(cfg.encoder) / "model.safetensors").is_file():
+                raise CheckpointError(
+                    f"variant {cfg.variant!r} needs the pretrained encoder {cfg.encoder}, which "
+                    f"{'holds no model.safetensors' if Path(cfg.encoder).is_dir() else 'does not exist'}: train it "
+                    "first with `emoslm train classifier --config classifier_relative` (it writes "
+                    "runs/demo/relative/encoder), or point to one with --set encoder=DIR")
         self.cfg = cfg
 
     def setup(self) -> None:

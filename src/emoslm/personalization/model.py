@@ -414,6 +414,54 @@ class SpeechICLModel(nn.Module):
         return self.label_log_probs(context, target, cache).softmax(-1)
 
     @torch.no_grad()
+    def predict_proba_batch(self, context: Sequence[Example], targets: torch.Tensor,
+                            cache=None) -> torch.Tensor:
+        """Label probabilities [B, n_labels] of B targets ([B, n_q, H]) with one enrollment context: one LLM
+        forward over the batch against the context's prefix cache (computed here when not given).
+
+        Single-token labels (the tiny tokenizer): one row per target, the label tokens' log-probabilities at its
+        last position. Otherwise one row per (target, label), every label token scored, as
+        :meth:`label_log_probs`. Encoder-decoder backbones are scored target by target."""
+        if self.is_encoder_decoder:
+            return torch.stack([self.predict_proba(context, t) for t in targets])
+        if cache is None:
+            cache = self.prefix_cache(context)
+        k, b, q = len(context), targets.shape[0], targets.shape[1]
+        tails = self._speech(targets, k, [e.speech for e in context])  # [B, n_q, H] (broadcasts over B)
+        label_ids = self._label_ids
+        llm = self.backbone.model
+        if all(len(ids) == 1 for ids in label_ids):
+            rows, width, mask = tails, q, None
+        else:
+            seqs = [torch.cat([tails[i], self._label(ids, k, targets[i])]) for i in range(b) for ids in label_ids]
+            width = max(s.shape[0] for s in seqs)
+            rows = tails.new_zeros(len(seqs), width, tails.shape[-1])
+            mask = torch.zeros(len(seqs), width, dtype=torch.long)
+            for j, sq in enumerate(seqs):
+                rows[j, : sq.shape[0]] = sq
+                mask[j, : sq.shape[0]] = 1
+        n_rows = rows.shape[0]
+        past = copy.deepcopy(cache.past)
+        past.batch_repeat_interleave(n_rows)
+        prefix_mask = torch.ones(n_rows, cache.length, dtype=torch.long)
+        full_mask = torch.cat([prefix_mask, torch.ones(n_rows, width, dtype=torch.long) if mask is None else mask], 1)
+        out = llm(inputs_embeds=rows, attention_mask=full_mask, past_key_values=past, use_cache=True,
+                  output_hidden_states=True, logits_to_keep=1)
+        hidden = out.hidden_states[-1]  # [rows, width, H] after the final norm
+        head = llm.get_output_embeddings()
+        if mask is None:
+            lp = head(hidden[:, q - 1]).float().log_softmax(-1)
+            scores = lp[:, torch.tensor([ids[0] for ids in label_ids])]
+        else:
+            scores = torch.empty(n_rows)
+            for j in range(n_rows):
+                ids = label_ids[j % len(label_ids)]
+                lp = head(hidden[j, q - 1: q - 1 + len(ids)]).float().log_softmax(-1)
+                scores[j] = lp[torch.arange(len(ids)), torch.tensor(ids)].sum()
+            scores = scores.view(b, len(label_ids))
+        return scores.softmax(-1)
+
+    @torch.no_grad()
     def generate_label(self, context: Sequence[Example], target: torch.Tensor, num_beams: int = 4,
                        max_new_tokens: int | None = None) -> tuple[str | None, str]:
         """Beam search (paper: beam 4); returns (label if the text exactly matches one, else None; the text)."""

@@ -1,7 +1,9 @@
 """The main job: synthesise the demo corpus, train paper 000's models, evaluate them, write the report.
 
 Each step is a recipe run with a packaged config (``src/emoslm/configs``) whose paths and step counts are set
-here; a step whose output exists is skipped, so an interrupted demo continues where it stopped. Profiles:
+here; a step whose finished output was trained with the same settings is skipped, so an interrupted demo
+continues where it stopped, and a step of other settings is trained again
+(:func:`emoslm.training.reuse.check_run`). Profiles:
 
 - ``demo``: the README's main job on the demo corpus, within about 15 minutes on 2 cores;
 - ``long``: longer schedules on the same corpus (the benchmark's numbers);
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from emoslm.assets import SHIPPED_ROOT
 from emoslm.config import load_config
+from emoslm.errors import EmoslmError
 from emoslm.personalization import classifier, speech_lm
 from emoslm.personalization.evaluation import (
     EvalPlan,
@@ -31,6 +34,7 @@ from emoslm.personalization.evaluation import (
 from emoslm.personalization.inference import save_bundle
 from emoslm.personalization.model import SpeechICLModel
 from emoslm.synth.corpus import print_summary, synthesize_corpus
+from emoslm.training.reuse import check_run, clear_run, same_weights
 
 #: models shipped with the package (made by the ``long`` profile; ``assets/paper000/README.md`` has the command)
 SHIPPED_CHECKPOINTS = SHIPPED_ROOT / "paper000"
@@ -94,6 +98,18 @@ def demo_models(root: str | Path, existing_only: bool = False):
     return classifiers, icl, enc
 
 
+def bundle_from_runs(root: str | Path, out: str | Path, meta: dict | None = None) -> Path:
+    """The service's and ``emoslm predict``'s bundle from a demo-style runs folder: its frozen encoder
+    (``relative/encoder``) and its MetaICL speech LM (``stage2``'s best checkpoint)."""
+    root = Path(root)
+    enc, model = root / "relative" / "encoder", Path(_best(root, "stage2"))
+    for need, made_by in ((enc, "emoslm train classifier --config classifier_relative"),
+                          (model, "emoslm train speech_lm --config speech_lm_stage2")):
+        if not need.is_dir():
+            raise EmoslmError(f"{root} has no {need.relative_to(root)} (made by `{made_by} --set out_dir=...`)")
+    return save_bundle(out, enc, SpeechICLModel.from_pretrained(model), {"runs": str(root.resolve()), **(meta or {})})
+
+
 def _done(out: Path) -> bool:
     return (out / "train_summary.json").is_file() and (out / "checkpoints" / "best" / "model").is_dir()
 
@@ -147,11 +163,12 @@ def run_personalization_demo(data_root: str | Path = "data", runs_root: str | Pa
         out = root / step.name
         if shipped is not None and (step.recipe == "speech_lm" or step.name in ("scratch", "relative")):
             src = shipped / step.name
-            if src.is_dir() and not _done(out):  # evaluate the shipped model: copy it into the run folder
-                shutil.copytree(src, out, dirs_exist_ok=True)
-        if _done(out):
-            console.print(f"[dim]{step.name}: found {out}, not retrained[/dim]")
-            continue
+            if src.is_dir():  # evaluate the given model (not trained here): copy it into the run folder
+                if not (_done(out) and same_weights(src, out)):
+                    clear_run(out)
+                    shutil.copytree(src, out, dirs_exist_ok=True)
+                console.print(f"[dim]{step.name}: the model of {src}, not trained here[/dim]")
+                continue
         module, cfg_name = recipes[step.recipe]
         overrides = [f"corpus={corpus}", f"out_dir={out}", f"train.max_steps={steps[step.steps_key]}",
                      f"train.progress={progress}", *step.overrides]
@@ -160,6 +177,10 @@ def run_personalization_demo(data_root: str | Path = "data", runs_root: str | Pa
         if profile == "tiny":
             overrides += ["train.eval_every=5", "train.save_every=5", "train.warmup_steps=2"]
         cfg = load_config(getattr(module, cfg_name), step.config, overrides)
+        check = check_run(out, cfg, step.name)  # reused only when trained with these settings
+        if check.reuse:
+            console.print(f"[dim]{step.name}: found {out}, trained with the same settings; not retrained[/dim]")
+            continue
         console.print(f"[bold]training {step.name}[/bold] ({step.recipe}, {cfg.train.max_steps} steps)")
         t = time.perf_counter()
         module.run(cfg)
@@ -174,8 +195,7 @@ def run_personalization_demo(data_root: str | Path = "data", runs_root: str | Pa
     paths = write_report(results, plan.out_dir, console)
     timings["evaluation"] = time.perf_counter() - t
 
-    save_bundle(root / "bundle", enc, SpeechICLModel.from_pretrained(_best(root, "stage2")),
-                {"corpus": str(corpus), "profile": profile})
+    bundle_from_runs(root, root / "bundle", {"corpus": str(corpus), "profile": profile})
     (root / "demo_timings.json").write_text(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=2))
     console.print(f"report: {paths['html']}  (markdown: {paths['markdown']}); model bundle: {root / 'bundle'}")
     return {"summary": summary, "timings": timings, "report": paths}

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 
-from emoslm.data.episodes import Episode
+from emoslm.data.episodes import Episode, derange_labels
 from emoslm.labels import LabelSet
 from emoslm.metrics import EvalResult, evaluate
 from emoslm.personalization.data import EncodedStore
@@ -35,11 +36,15 @@ def speech_tokens_for(model: SpeechICLModel, store: EncodedStore, ids: Iterable[
 @torch.no_grad()
 def predict_episodes(model: SpeechICLModel, store: EncodedStore, label_set: LabelSet, episodes: Sequence[Episode],
                      *, decode: str = "score", batch_size: int = 128, shuffle_labels_seed: int | None = None,
-                     tokens: dict[str, torch.Tensor] | None = None) -> tuple[list[str | None], torch.Tensor | None]:
+                     derange_labels_seed: int | None = None, tokens: dict[str, torch.Tensor] | None = None
+                     ) -> tuple[list[str | None], torch.Tensor | None]:
     """Predicted labels (None = invalid generation) and, when scoring, probabilities [N, n_labels].
 
     ``shuffle_labels_seed``: the shuffled-label control -- each episode's enrollment labels are permuted among
-    its pairs (the utterances stay), so a model that reads the labels loses its k-shot gain.
+    its pairs (the utterances stay), so a model that reads the labels loses its k-shot gain. A permutation can
+    leave labels in place (at k=1 always), so it may understate the loss.
+    ``derange_labels_seed``: the derangement control -- every enrollment label is replaced by a different one
+    (uniformly among the others), at every k including 1: no correct label is left to read.
     ``tokens``: speech query vectors computed beforehand (:func:`speech_tokens_for`) for many episode sets.
     """
     was_training = model.training
@@ -48,16 +53,16 @@ def predict_episodes(model: SpeechICLModel, store: EncodedStore, label_set: Labe
         ids = {e.target_id for e in episodes} | {i for e in episodes for i, _ in e.enrollment}
         tokens = speech_tokens_for(model, store, ids)
     idx = {l: i for i, l in enumerate(label_set.labels)}
-    rng = None
-    if shuffle_labels_seed is not None:
-        import numpy as np
-
-        rng = np.random.default_rng(shuffle_labels_seed)
+    if shuffle_labels_seed is not None and derange_labels_seed is not None:
+        raise ValueError("choose one control: shuffled or deranged labels")
+    rng = np.random.default_rng(shuffle_labels_seed if derange_labels_seed is None else derange_labels_seed)
     contexts, targets = [], []
     for e in episodes:
         labels = [l for _, l in e.enrollment]
-        if rng is not None and len(labels) > 1:
+        if shuffle_labels_seed is not None and len(labels) > 1:
             labels = [labels[j] for j in rng.permutation(len(labels))]
+        elif derange_labels_seed is not None:
+            labels = derange_labels(labels, label_set.labels, rng)
         contexts.append([Example(tokens[i], idx[l]) for (i, _), l in zip(e.enrollment, labels)])
         targets.append(tokens[e.target_id])
     preds: list[str | None] = []
@@ -79,9 +84,10 @@ def predict_episodes(model: SpeechICLModel, store: EncodedStore, label_set: Labe
 
 def evaluate_episodes(model: SpeechICLModel, store: EncodedStore, label_set: LabelSet, episodes: Sequence[Episode],
                       *, decode: str = "score", protocol: dict | None = None,
-                      shuffle_labels_seed: int | None = None, tokens: dict[str, torch.Tensor] | None = None
-                      ) -> EvalResult:
+                      shuffle_labels_seed: int | None = None, derange_labels_seed: int | None = None,
+                      tokens: dict[str, torch.Tensor] | None = None) -> EvalResult:
     preds, _ = predict_episodes(model, store, label_set, episodes, decode=decode,
-                                shuffle_labels_seed=shuffle_labels_seed, tokens=tokens)
+                                shuffle_labels_seed=shuffle_labels_seed, derange_labels_seed=derange_labels_seed,
+                                tokens=tokens)
     return evaluate([e.target_label for e in episodes], preds, [e.speaker for e in episodes], label_set,
                     protocol=protocol)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from emoslm.data.augment import sample_styles
+from emoslm.errors import EmoslmError
 from emoslm.data.episodes import EpisodeSampler, sample_enrollment
 from emoslm.models.encoders import FbankTransformerEncoder
 from emoslm.personalization.data import EncodedStore, SERData
@@ -96,6 +97,13 @@ class SpeechLMRecipe:
             raise ValueError(f"setting must be one of {SETTINGS}, got {cfg.setting!r}")
         if not cfg.encoder:
             raise ValueError("encoder: a pretrained speech encoder checkpoint directory is required")
+        # Checked before any data is read: a missing earlier stage is the usual mistake of a new corpus's run.
+        if not Path(cfg.encoder).is_dir():
+            raise EmoslmError(f"encoder: {cfg.encoder} does not exist (train it first: emoslm train classifier "
+                              "--config classifier_relative --set corpus=... --set out_dir=...; it writes OUT/encoder)")
+        if cfg.init_from and not Path(cfg.init_from).is_dir():
+            raise EmoslmError(f"init_from: {cfg.init_from} does not exist (train stage 1 first: emoslm train "
+                              "speech_lm --config speech_lm_stage1 --set out_dir=..., or --set init_from=null)")
         self.cfg = cfg
 
     def setup(self) -> None:

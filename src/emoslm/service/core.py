@@ -1,10 +1,11 @@
-"""The service's engine: the store, the recognizer with its per-speaker caches, and the chat backend.
+"""The service's engine: the store, the recognizer with its per-speaker caches, the ASR and the chat backend.
 
 The recognizer keeps every speaker's enrollment encodings (and its decoder prefix cache) in memory; they
 are updated when an enrollment is added or deleted, so a prediction never re-encodes enrollments. The
 encodings are also saved as ``.npy`` per bundle (:meth:`Store.save_encoding`), so a restart loads them
 instead of re-encoding; a missing or unreadable one is re-encoded from the stored audio at start-up.
-Model calls are serialised by one lock (the recognizer's caches are not thread-safe; the CPU is the limit).
+Model calls are serialised by one lock (the recognizer's caches are not thread-safe; the CPU is the limit);
+the ASR (:class:`~emoslm.service.asr.Transcriber`, Whisper loaded on first use) and the chat LLM have their own.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ import torch
 from emoslm.audio import AudioLimits, load_audio
 from emoslm.errors import AudioError, LabelError
 from emoslm.personalization.inference import EmotionRecognizer, Prediction
+from emoslm.service.asr import Transcriber
 from emoslm.service.chat import (
     ChatBackend,
     EChatBackend,
-    load_chat_backend,
     load_echat_backend,
+    load_streaming_chat_backend,
 )
+from emoslm.service.http import RateLimiter, parse_rate
 from emoslm.service.store import Enrollment, Store
 
 log = logging.getLogger(__name__)
@@ -42,11 +45,18 @@ class Settings:
     data_dir: str = "data/service"
     llm: str = "smollm2"  # chat backend LLM: smollm2, tiny-llama or a local HF directory
     max_upload_mb: float = 10.0
-    max_seconds: float = 30.0
+    max_seconds: float = 300.0  # longest audio; longer than window_seconds: per-segment emotions
     min_seconds: float = 0.1
+    window_seconds: float = 4.0  # segments of long audio (at most this long)
+    segment_mode: str = "fixed"  # fixed windows or energy-detected speech regions (emoslm.audio.segments)
     torch_threads: int = 2
     max_new_tokens: int = 64
+    max_prompt_chars: int = 32000  # text of a chat request, checked before tokenising
     echat: str | None = None  # E-chat checkpoint: answers turns whose last user message carries audio
+    asr: str | None = None  # none, whisper-tiny.en or a CTranslate2 Whisper folder; None: whisper-tiny.en if packaged
+    public_read: bool = False  # GETs without a key (they see every speaker)
+    rate_limit: str | None = None  # "N/min" per API key; None: no limit
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def max_upload_bytes(self) -> int:
@@ -68,11 +78,26 @@ def bundle_key(bundle: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+@dataclass
+class Recognition:
+    """The emotion of an upload: the whole clip's, and for audio longer than one window each segment's."""
+
+    label: str
+    probs: dict[str, float]
+    n_enroll: int
+    latency_ms: float
+    duration: float
+    segments: list | None = None  # SegmentPrediction items (start, end, label, probs, confidence)
+
+
 class Service:
-    """Store + recognizer + chat backend, shared by the request threads."""
+    """Store + recognizer + ASR + chat backend, shared by the request threads."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        per_minute = parse_rate(settings.rate_limit)  # a wrong --rate-limit or --asr fails before any model loads
+        self.rate_limiter = RateLimiter(per_minute) if per_minute else None
+        self.asr = Transcriber(settings.asr, threads=settings.torch_threads)
         self.store = Store(settings.data_dir)
         self.recognizer = EmotionRecognizer.load(settings.bundle, threads=settings.torch_threads)
         self.labels = list(self.recognizer.label_set.labels)
@@ -83,7 +108,7 @@ class Service:
         # enrollment ids per speaker as the recognizer holds them, readable without waiting for the model lock
         self._loaded: dict[str, tuple[str, ...]] = {}
         self.write_lock = threading.Lock()  # DB commit + cache update of enrollments, in one order
-        self.chat: ChatBackend = load_chat_backend(settings.llm, settings.max_new_tokens)
+        self.chat: ChatBackend = load_streaming_chat_backend(settings.llm, settings.max_new_tokens)
         self.excluded: dict[str, str] = {}
         self._load_enrollments()
 
@@ -126,6 +151,35 @@ class Service:
             self.store.get_speaker(speaker_id)  # 404 for an unknown speaker
         with self.model_lock:
             return self.recognizer.predict(wave, speaker=speaker_id)
+
+    def recognise(self, wave: np.ndarray, speaker_id: str | None) -> Recognition:
+        """The emotion of ``wave`` (personalised with the speaker's enrollments). Audio longer than one window
+        (``window_seconds``) is cut into segments (``segment_mode``: fixed windows, or energy-detected speech
+        regions of at most a window) predicted as a batch; the clip's probabilities are the segments' mean,
+        weighted by their durations."""
+        duration = len(wave) / 16000
+        s = self.settings
+        if duration <= s.window_seconds:
+            pred = self.predict(wave, speaker_id)
+            return Recognition(pred.label, pred.probs, pred.n_enroll, pred.latency_ms, duration)
+        if speaker_id is not None:
+            self.store.get_speaker(speaker_id)  # 404 for an unknown speaker
+        t0 = time.perf_counter()
+        with self.model_lock:
+            segs = self.recognizer.predict_segments(wave, speaker_id, mode=s.segment_mode,
+                                                    window_s=s.window_seconds, max_seconds=s.max_seconds)
+            if not segs and s.segment_mode != "fixed":  # no speech region found: fixed windows over everything
+                segs = self.recognizer.predict_segments(wave, speaker_id, mode="fixed", window_s=s.window_seconds,
+                                                        max_seconds=s.max_seconds)
+            n_enroll = len(spk.ids) if (spk := self.recognizer.speakers.get(speaker_id or "")) else 0
+        segs = [x for x in segs if x.error is None]
+        if not segs:
+            raise AudioError("upload", "no part of the audio could be recognised")
+        weights = np.array([x.end - x.start for x in segs], dtype=np.float64)
+        weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(segs), 1 / len(segs))
+        probs = {lab: float(sum(w * x.probs.get(lab, 0.0) for w, x in zip(weights, segs))) for lab in self.labels}
+        label = max(probs, key=probs.get)
+        return Recognition(label, probs, n_enroll, (time.perf_counter() - t0) * 1000, duration, segs)
 
     def _sync_ids(self, speaker_id: str) -> None:
         """Publish a speaker's enrollment ids after the recognizer changed (called under the model lock)."""

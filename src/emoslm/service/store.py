@@ -11,6 +11,11 @@ folder is fsync'ed, and only then is the row committed (``synchronous=FULL``). A
 either a committed row whose file is complete, or an orphan file without a row, which :meth:`Store.check`
 removes at the next start. Rows whose file is missing or whose hash does not match are reported by
 :meth:`Store.check` and left out of what the service loads; they stay in the database for inspection.
+
+Ownership: each speaker records the API key (by name) that created it (``speakers.owner``); an ordinary key sees
+and changes only its own speakers, an admin key (``api_keys.admin``) all of them. Older data folders are
+migrated in place when opened (:data:`SCHEMA_VERSION`): the new columns are added, and speakers created before
+keys were scoped have no owner, so only admin keys see them.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS speakers (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    owner TEXT
 );
 CREATE TABLE IF NOT EXISTS enrollments (
     id TEXT PRIMARY KEY,
@@ -52,9 +58,16 @@ CREATE INDEX IF NOT EXISTS enrollments_speaker ON enrollments(speaker_id, create
 CREATE TABLE IF NOT EXISTS api_keys (
     name TEXT PRIMARY KEY,
     sha256 TEXT NOT NULL UNIQUE,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    admin INTEGER NOT NULL DEFAULT 0
 );
 """
+
+#: ``PRAGMA user_version`` of the current layout. 0/1: before ownership (no ``speakers.owner``, no
+#: ``api_keys.admin``); 2: scoped keys.
+SCHEMA_VERSION = 2
+#: columns added after the first release: (table, column, definition)
+MIGRATIONS = (("speakers", "owner", "TEXT"), ("api_keys", "admin", "INTEGER NOT NULL DEFAULT 0"))
 
 SAMPLE_RATE = 16000
 
@@ -73,6 +86,14 @@ class Speaker:
     id: str
     name: str
     created: float
+    owner: str | None = None  # the name of the API key that created it (None: admin keys only)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    created: float
+    admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,6 +156,7 @@ class Store:
         self.db_path = self.root / "emoslm.sqlite3"
         self._local = threading.local()
         self._conn().executescript(SCHEMA)  # idempotent (IF NOT EXISTS); executescript commits by itself
+        self._migrate()
 
     # ------------------------------------------------------------------------------------ connections
 
@@ -149,6 +171,10 @@ class Store:
             self._local.conn = conn
         return conn
 
+    def ping(self) -> None:
+        """A trivial query: raises when the database cannot be read."""
+        self._conn().execute("SELECT COUNT(*) FROM api_keys").fetchone()
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on any exception)."""
@@ -161,22 +187,35 @@ class Store:
             raise
         db.execute("COMMIT")
 
+    def _migrate(self) -> None:
+        """Bring an older database to :data:`SCHEMA_VERSION` in place (adds the missing columns; idempotent, and
+        safe when two processes open the folder at once: the check runs inside the write transaction)."""
+        if self._conn().execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        with self.transaction() as db:
+            for table, column, definition in MIGRATIONS:
+                if column not in {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            db.execute("CREATE INDEX IF NOT EXISTS speakers_owner ON speakers(owner)")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
     # ------------------------------------------------------------------------------------ API keys
 
-    def create_api_key(self, name: str) -> str:
-        """A new random key named ``name``; only its sha256 is stored, the key is returned once."""
+    def create_api_key(self, name: str, admin: bool = False) -> str:
+        """A new random key named ``name`` (``admin``: it sees every speaker); only its sha256 is stored, the key
+        is returned once."""
         key = "esk-" + secrets.token_urlsafe(32)
         try:
             with self.transaction() as db:
-                db.execute("INSERT INTO api_keys (name, sha256, created) VALUES (?, ?, ?)",
-                           (name, hash_key(key), time.time()))
+                db.execute("INSERT INTO api_keys (name, sha256, created, admin) VALUES (?, ?, ?, ?)",
+                           (name, hash_key(key), time.time(), int(admin)))
         except sqlite3.IntegrityError:
             raise StoreError("conflict", f"an API key named {name!r} exists already") from None
         return key
 
-    def list_api_keys(self) -> list[tuple[str, float]]:
-        rows = self._conn().execute("SELECT name, created FROM api_keys ORDER BY created")
-        return [(r["name"], r["created"]) for r in rows]
+    def list_api_keys(self) -> list[ApiKey]:
+        rows = self._conn().execute("SELECT name, created, admin FROM api_keys ORDER BY created")
+        return [ApiKey(r["name"], r["created"], bool(r["admin"])) for r in rows]
 
     def revoke_api_key(self, name: str) -> None:
         with self.transaction() as db:
@@ -185,17 +224,25 @@ class Store:
 
     def check_api_key(self, key: str) -> str | None:
         """The name of the key, or None when it is not a valid key."""
-        row = self._conn().execute("SELECT name FROM api_keys WHERE sha256 = ?", (hash_key(key),)).fetchone()
-        return row["name"] if row else None
+        found = self.find_api_key(key)
+        return found.name if found else None
+
+    def find_api_key(self, key: str) -> ApiKey | None:
+        """The key's record (name, created, admin), or None when it is not a valid key."""
+        row = self._conn().execute("SELECT name, created, admin FROM api_keys WHERE sha256 = ?",
+                                   (hash_key(key),)).fetchone()
+        return ApiKey(row["name"], row["created"], bool(row["admin"])) if row else None
 
     # ------------------------------------------------------------------------------------ speakers
 
-    def create_speaker(self, speaker_id: str | None, name: str | None) -> Speaker:
+    def create_speaker(self, speaker_id: str | None, name: str | None, owner: str | None = None) -> Speaker:
+        """A new speaker owned by the API key named ``owner`` (None: only admin keys see it)."""
         sid = speaker_id or "spk-" + uuid.uuid4().hex[:12]
-        spk = Speaker(sid, name or sid, time.time())
+        spk = Speaker(sid, name or sid, time.time(), owner)
         try:
             with self.transaction() as db:
-                db.execute("INSERT INTO speakers (id, name, created) VALUES (?, ?, ?)", (spk.id, spk.name, spk.created))
+                db.execute("INSERT INTO speakers (id, name, created, owner) VALUES (?, ?, ?, ?)",
+                           (spk.id, spk.name, spk.created, spk.owner))
         except sqlite3.IntegrityError:
             raise StoreError("conflict", f"speaker {sid!r} exists already") from None
         return spk
@@ -209,8 +256,13 @@ class Store:
     def has_speaker(self, speaker_id: str) -> bool:
         return self._conn().execute("SELECT 1 FROM speakers WHERE id = ?", (speaker_id,)).fetchone() is not None
 
-    def list_speakers(self) -> list[Speaker]:
-        return [Speaker(**dict(r)) for r in self._conn().execute("SELECT * FROM speakers ORDER BY created, id")]
+    def list_speakers(self, owner: str | None = None) -> list[Speaker]:
+        """All speakers, or those of the key named ``owner``."""
+        if owner is None:
+            rows = self._conn().execute("SELECT * FROM speakers ORDER BY created, id")
+        else:
+            rows = self._conn().execute("SELECT * FROM speakers WHERE owner = ? ORDER BY created, id", (owner,))
+        return [Speaker(**dict(r)) for r in rows]
 
     def delete_speaker(self, speaker_id: str) -> list[Enrollment]:
         """Delete a speaker and its enrollments (rows first, then files); returns the deleted enrollments."""

@@ -1,7 +1,8 @@
-"""Helpers for the service's tests and load benchmark: a tiny random bundle, test audio, a real server process.
+"""Helpers for the service's tests and load benchmark: a tiny random bundle, test audio (tones, and speech from
+espeak-ng), a real server process.
 
-:class:`ServerProcess` runs ``emoslm serve`` in a subprocess on loopback (a free port), waits until it
-answers, and can stop it gracefully or with ``kill -9``.
+:class:`ServerProcess` runs ``emoslm serve`` in a subprocess on loopback (a free port), waits until it is ready
+(``GET /ready``), and can stop it gracefully or with ``kill -9``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,20 @@ def tone(f0: float, seconds: float = 0.8, sr: int = 16000) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * f0 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
 
 
+def speech(text: str, voice: str = "en-us", rate: int = 160) -> tuple[np.ndarray, int]:
+    """``text`` spoken by espeak-ng: (float32 samples, sampling rate)."""
+    from emoslm.synth.tts import Espeak
+
+    wave, sr = Espeak().synth(voice, text, rate=rate)
+    return (wave.astype(np.float32) / 32768.0), sr
+
+
+def speech_wav(text: str, voice: str = "en-us", rate: int = 160) -> bytes:
+    """``text`` spoken by espeak-ng, as WAV file bytes (16-bit, espeak's own rate)."""
+    wave, sr = speech(text, voice, rate)
+    return wav_bytes(wave, sr)
+
+
 def wav_bytes(wave: np.ndarray, sr: int = 16000, subtype: str = "PCM_16") -> bytes:
     buf = io.BytesIO()
     sf.write(buf, wave, sr, format="WAV", subtype=subtype)
@@ -64,10 +79,11 @@ class ServerProcess:
     """``emoslm serve`` in a subprocess on 127.0.0.1 (log in ``data_dir/../server-<port>.log``)."""
 
     def __init__(self, bundle: str | Path, data_dir: str | Path, llm: str = "tiny-llama", port: int | None = None,
-                 extra: list[str] | None = None):
+                 extra: list[str] | None = None, key: str | None = None):
         self.bundle, self.data_dir, self.llm = str(bundle), Path(data_dir), llm
         self.port = port or free_port()
         self.extra = extra or []
+        self.key = key  # used by info()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
@@ -85,7 +101,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(self.url + "/v1/info", timeout=2) as r:
+                with urllib.request.urlopen(self.url + "/ready", timeout=2) as r:
                     if r.status == 200:
                         return self
             except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -94,8 +110,12 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"server did not answer within {timeout} s:\n{self.log_path.read_text()[-3000:]}")
 
-    def info(self) -> dict:
-        with urllib.request.urlopen(self.url + "/v1/info", timeout=10) as r:
+    def info(self, key: str | None = None) -> dict:
+        """``GET /v1/info`` with ``key`` (default: :attr:`key`)."""
+        key = key or self.key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        req = urllib.request.Request(self.url + "/v1/info", headers=headers)
+        with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
 
     def kill9(self) -> None:

@@ -34,6 +34,9 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from emoslm.errors import CheckpointError
+from emoslm.training.reuse import record_settings
+
 log = logging.getLogger(__name__)
 
 
@@ -89,7 +92,9 @@ def start_run(threads: int, seed: int) -> tuple[int, int]:
 
 
 def write_run_config(cfg: Any, out_dir: str | Path) -> None:
-    """The config that produced a run, beside its checkpoints (rank 0 only)."""
+    """The config that produced a run, beside its checkpoints (rank 0 only): ``config.yaml`` to read, and
+    ``settings.json`` (:func:`emoslm.training.reuse.record_settings`: the settings, the command, the start time),
+    which decides whether a pipeline may reuse the run."""
     import dataclasses
 
     import yaml
@@ -97,6 +102,7 @@ def write_run_config(cfg: Any, out_dir: str | Path) -> None:
     if dist_info()[0] == 0:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+        record_settings(cfg, out_dir)
 
 
 def rank_zero_first(fn: Callable[[], Any]) -> Any:
@@ -313,10 +319,12 @@ class Trainer:
         return summary
 
 
-def best_checkpoint(out_dir: str | Path, kind: str = "model") -> Path:
-    """The best (else the last) model checkpoint of a run: ``out_dir/checkpoints/{best,last}/model``."""
+def best_checkpoint(out_dir: str | Path, kind: str = "model", make: str = "") -> Path:
+    """The best (else the last) model checkpoint of a run: ``out_dir/checkpoints/{best,last}/model``. None there:
+    a CheckpointError (a FileNotFoundError) naming both places and, with ``make``, the command that makes one."""
     for name in ("best", "last"):
         p = Path(out_dir) / "checkpoints" / name / "model"
         if (p / "model.safetensors").is_file():
             return p
-    raise FileNotFoundError(f"{out_dir} has no {kind} checkpoint (checkpoints/best/model or checkpoints/last/model)")
+    raise CheckpointError(f"{out_dir} has no {kind} checkpoint (looked for checkpoints/best/model/model.safetensors "
+                          f"and checkpoints/last/model/model.safetensors)" + (f"; {make}" if make else ""))

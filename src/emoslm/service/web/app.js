@@ -1,9 +1,11 @@
-// The emoslm web page: record from the microphone (MediaRecorder), convert to a 16 kHz 16-bit WAV in the
-// browser, enroll it with an emotion, recognise, chat. Plain JS, no build step; talks to the /v1 API.
+// The emoslm web page: record from the microphone (MediaRecorder) or choose an audio file, convert it to a 16 kHz
+// 16-bit WAV in the browser, enroll it with an emotion, recognise (emotion, words, segments), chat (streamed).
+// Plain JS, no build step; talks to the /v1 API. The API key stays in this tab (sessionStorage), never in
+// localStorage.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { wav: null, labels: [], history: [] };
+const state = { wav: null, labels: [], history: [], info: null };
 
 function showError(msg) { $("error").textContent = msg || ""; }
 
@@ -71,9 +73,48 @@ async function record() {
   $("rec-status").textContent = "recorded " + seconds + " s (" + state.wav.size + " bytes WAV)";
 }
 
+async function useFile() {
+  showError("");
+  const file = $("file").files[0];
+  if (!file) return;
+  $("rec-status").textContent = "reading " + file.name + " ...";
+  state.wav = await toWav(file);
+  $("playback").src = URL.createObjectURL(state.wav);
+  const seconds = (state.wav.size - 44) / 32000;
+  $("rec-status").textContent = "file " + file.name + ": " + seconds.toFixed(1) + " s (" + state.wav.size +
+                                " bytes WAV)";
+}
+
 function needRecording() {
-  if (!state.wav) throw new Error("record something first");
+  if (!state.wav) throw new Error("record something or choose an audio file first");
   return state.wav;
+}
+
+// ---- connecting: the key is checked with /v1/info, which also gives the labels
+
+function needConnection() {
+  if (!state.info) throw new Error("paste your API key and press Connect first (emoslm apikey create NAME)");
+}
+
+async function connect() {
+  showError("");
+  const key = $("apikey").value.trim();
+  if (!key) throw new Error("paste an API key (on the server: emoslm apikey create NAME)");
+  const info = await api("/v1/info", { headers: headers() });
+  sessionStorage.setItem("emoslm.apikey", key);
+  state.info = info;
+  state.labels = info.labels;
+  $("enroll-buttons").innerHTML = "";
+  for (const label of info.labels) {
+    const b = document.createElement("button");
+    b.id = "enroll-" + label;
+    b.textContent = label;
+    b.addEventListener("click", guarded(() => enroll(label)));
+    $("enroll-buttons").appendChild(b);
+  }
+  $("connect-status").textContent = "connected as " + info.key + (info.admin ? " (admin)" : "") + ": " +
+    info.n_speakers + " speakers; speech recognition " + (info.asr_model || "off");
+  document.body.dataset.connected = "1";
 }
 
 // ---- speakers and enrollments
@@ -84,14 +125,15 @@ function setCount(n) { $("enroll-count").textContent = String(n); }
 
 async function useSpeaker() {
   showError("");
+  needConnection();
   const id = speakerId();
   if (!id) throw new Error("type a speaker name");
-  localStorage.setItem("emoslm.speaker", id);
-  localStorage.setItem("emoslm.apikey", $("apikey").value.trim());
+  sessionStorage.setItem("emoslm.speaker", id);
   let spk;
   try {
-    spk = await api("/v1/speakers/" + encodeURIComponent(id));
+    spk = await api("/v1/speakers/" + encodeURIComponent(id), { headers: headers() });
   } catch (e) {
+    if (!e.message.startsWith("unknown_speaker")) throw e;
     spk = await api("/v1/speakers", { method: "POST", headers: headers({ "Content-Type": "application/json" }),
                                       body: JSON.stringify({ id: id, name: id }) });
   }
@@ -101,6 +143,7 @@ async function useSpeaker() {
 
 async function enroll(label) {
   showError("");
+  needConnection();
   const form = new FormData();
   form.append("file", needRecording(), "recording.wav");
   form.append("label", label);
@@ -131,18 +174,36 @@ function drawChart(probs) {
   }
 }
 
+function drawSegments(segments) {
+  const list = $("segments");
+  list.innerHTML = "";
+  if (!segments || segments.length < 2) return;
+  for (const s of segments) {
+    const li = document.createElement("li");
+    li.className = "segment";
+    li.dataset.label = s.label;
+    li.textContent = s.start.toFixed(1) + "-" + s.end.toFixed(1) + " s: " + s.label + " (" +
+                     (100 * (s.confidence || 0)).toFixed(0) + " %)";
+    list.appendChild(li);
+  }
+}
+
 async function recognise() {
   showError("");
+  needConnection();
   const form = new FormData();
   form.append("file", needRecording(), "recording.wav");
   if (speakerId()) form.append("speaker_id", speakerId());
+  if (state.info.asr_model) form.append("transcribe", "true");
   const r = await api("/v1/emotion", { method: "POST", headers: headers(), body: form });
   $("result-label").textContent = r.label;
   $("result-detail").textContent = "(" + r.mode + ", " + r.n_enrollments_used + " enrollment pairs, " +
-                                   r.latency_ms.toFixed(0) + " ms)";
+                                   r.duration.toFixed(1) + " s of audio, " + r.latency_ms.toFixed(0) + " ms)";
   $("result").dataset.mode = r.mode;
   $("result").dataset.nUsed = String(r.n_enrollments_used);
+  $("transcript").textContent = r.transcript ? "\u201c" + r.transcript + "\u201d" : "";
   drawChart(r.probabilities);
+  drawSegments(r.segments);
 }
 
 // ---- chat
@@ -153,6 +214,7 @@ function addMessage(role, text) {
   div.textContent = (role === "user" ? "you: " : "assistant: ") + text;
   $("chat-log").appendChild(div);
   $("chat-log").scrollTop = $("chat-log").scrollHeight;
+  return div;
 }
 
 function b64(buffer) {
@@ -162,24 +224,66 @@ function b64(buffer) {
   return btoa(s);
 }
 
+async function readStream(res, onChunk) {
+  // server-sent events: "data: {json}" lines, "data: [DONE]" at the end
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, cut).trim();
+      buffer = buffer.slice(cut + 2);
+      if (!event.startsWith("data: ") || event === "data: [DONE]") continue;
+      const chunk = JSON.parse(event.slice(6));
+      if (chunk.error) throw new Error(chunk.error.type + ": " + chunk.error.message);
+      onChunk(chunk);
+    }
+  }
+}
+
 async function sendChat() {
   showError("");
+  needConnection();
   const text = $("chat-input").value.trim();
   const parts = [];
   if (text) parts.push({ type: "text", text: text });
   if ($("chat-with-audio").checked && state.wav) {
     parts.push({ type: "input_audio", input_audio: { data: b64(await state.wav.arrayBuffer()), format: "wav" } });
   }
-  if (!parts.length) throw new Error("type a message or record something");
-  const body = { model: "emoslm", messages: state.history.concat([{ role: "user", content: parts }]) };
+  if (!parts.length) throw new Error("type a message, record something or choose an audio file");
+  const body = { model: "emoslm", stream: true, messages: state.history.concat([{ role: "user", content: parts }]) };
   if (speakerId()) body.user = speakerId();
-  const r = await api("/v1/chat/completions", { method: "POST", headers: headers({ "Content-Type": "application/json" }),
-                                                 body: JSON.stringify(body) });
-  const reply = r.choices[0].message.content;
-  addMessage("user", (text || "(voice)") + (r.emotion ? " [" + r.emotion.label + "]" : ""));
-  addMessage("assistant", reply);
-  state.history.push({ role: "user", content: text || "(a voice message)" }, { role: "assistant", content: reply });
-  if (r.emotion) drawChart(r.emotion.probabilities);
+  const res = await fetch("/v1/chat/completions", { method: "POST", body: JSON.stringify(body),
+                                                     headers: headers({ "Content-Type": "application/json" }) });
+  if (!res.ok) {
+    const err = await res.json().catch(() => ({}));
+    throw new Error(err.error ? err.error.type + ": " + err.error.message : res.status + " " + res.statusText);
+  }
+  let reply = "";
+  let assistant = null;
+  let said = text;
+  await readStream(res, (chunk) => {
+    if (chunk.choices && chunk.choices[0] && chunk.choices[0].delta.role) {
+      const heard = chunk.transcript ? "\u201c" + chunk.transcript + "\u201d" : "";
+      said = [text, heard].filter(Boolean).join(" ") || "(voice)";
+      addMessage("user", said + (chunk.emotion ? " [" + chunk.emotion.label + "]" : ""));
+      if (chunk.emotion) drawChart(chunk.emotion.probabilities);
+      assistant = addMessage("assistant", "");
+      assistant.dataset.streaming = "1";
+    }
+    const piece = chunk.choices && chunk.choices[0] ? chunk.choices[0].delta.content : null;
+    if (piece && assistant) {
+      reply += piece;
+      assistant.textContent = "assistant: " + reply;
+      assistant.dataset.chunks = String(Number(assistant.dataset.chunks || 0) + 1);
+    }
+  });
+  if (assistant) delete assistant.dataset.streaming;
+  state.history.push({ role: "user", content: said || "(a voice message)" }, { role: "assistant", content: reply });
   $("chat-input").value = "";
 }
 
@@ -189,23 +293,19 @@ function guarded(fn) {
   return (...args) => fn(...args).catch((e) => showError(e.message));
 }
 
-async function init() {
-  $("apikey").value = localStorage.getItem("emoslm.apikey") || "";
-  $("speaker").value = localStorage.getItem("emoslm.speaker") || "";
-  const info = await api("/v1/info");
-  state.labels = info.labels;
-  for (const label of info.labels) {
-    const b = document.createElement("button");
-    b.id = "enroll-" + label;
-    b.textContent = label;
-    b.addEventListener("click", guarded(() => enroll(label)));
-    $("enroll-buttons").appendChild(b);
-  }
+function init() {
+  // the key lives in this tab only (sessionStorage); an older page version kept it in localStorage: drop that
+  localStorage.removeItem("emoslm.apikey");
+  $("apikey").value = sessionStorage.getItem("emoslm.apikey") || "";
+  $("speaker").value = sessionStorage.getItem("emoslm.speaker") || "";
+  $("connect").addEventListener("click", guarded(connect));
   $("use-speaker").addEventListener("click", guarded(useSpeaker));
   $("record").addEventListener("click", guarded(record));
+  $("file").addEventListener("change", guarded(useFile));
   $("recognise").addEventListener("click", guarded(recognise));
   $("chat-send").addEventListener("click", guarded(sendChat));
   document.body.dataset.ready = "1";
+  if ($("apikey").value) guarded(connect)();
 }
 
-guarded(init)();
+init();
