@@ -11,6 +11,7 @@
     emoslm manifest export|import ...             flat CSV/JSONL <-> lhotse manifests
     emoslm features fbank MANIFEST_DIR STORAGE    80-dim log-mel filterbanks, cached
     emoslm info                                   what this installation has (voices, backends)
+    emoslm calibrate --bundle DIR --corpus DIR    fit a bundle's temperature on a dev split (calibration.json)
     emoslm serve --host H --port P                the emotion-aware voice service (API keys: emoslm apikey)
     emoslm synth from-description DESC.yaml       paper 001: an LLM-written, TTS-spoken corpus from a description
 """
@@ -55,6 +56,12 @@ def add_set_option(p: argparse.ArgumentParser, what: str = "a config value") -> 
 
 def add_threads_option(p: argparse.ArgumentParser, default: int | None, what: str = "torch threads") -> None:
     p.add_argument("--threads", type=int, default=default, help=f"{what} (default: {default or 'auto'})")
+
+
+def add_min_confidence_option(p: argparse.ArgumentParser, what: str) -> None:
+    # parsed by the command (check_min_confidence), so that a bad value is a one-line emoslm error
+    p.add_argument("--min-confidence", default=None, metavar="P",
+                   help=f"abstain (no label) {what} whose confidence is below P (0..1); default: never")
 
 
 def add_backend_options(p: argparse.ArgumentParser, role: str, prefix: str = "") -> None:
@@ -256,21 +263,25 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from rich.console import Console
 
     from emoslm.personalization import batch
-    from emoslm.personalization.inference import EmotionRecognizer
+    from emoslm.personalization.inference import EmotionRecognizer, check_min_confidence
 
+    min_confidence = check_min_confidence(a.min_confidence)
     targets = batch.resolve_targets(a.target, a.list, a.manifest, a.split)
     single = (len(a.target) == 1 and not a.target[0].startswith("@") and not Path(a.target[0]).is_dir()
               and not a.list and not a.manifest)
     if a.decode == "beam" and (not single or a.segment or a.out):
         raise EmoslmError("--decode beam predicts one file at a time: give one target, without --segment/--out")
-    rec = EmotionRecognizer.load(a.bundle, threads=a.threads)
+    rec = EmotionRecognizer.load(a.bundle, threads=a.threads, min_confidence=min_confidence)
     pairs = [batch.parse_enroll_pair(item) for item in a.enroll or []]
     table = batch.read_enroll_table(a.enroll_table) if a.enroll_table else None
     targets, speakers = batch.enroll_for_targets(rec, targets, pairs=pairs, table=table, speaker=a.speaker)
     console = Console()
     if single and not a.out and not a.segment:
         pred = rec.predict(targets[0].path, speaker=speakers[0], decode=a.decode, embeddings=a.embeddings)
-        console.print(f"[bold]{pred.label}[/bold]  ({pred.n_enroll}-shot, {pred.latency_ms:.0f} ms)")
+        label = f"{batch.ABSTAIN} (confidence {pred.confidence:.0%} < {min_confidence:.0%})" if pred.abstained \
+            else pred.label
+        console.print(f"[bold]{label}[/bold]  ({pred.n_enroll}-shot, {pred.latency_ms:.0f} ms"
+                      + (", calibrated" if pred.calibrated else "") + ")")
         for lab, p in sorted(pred.probs.items(), key=lambda kv: -kv[1]):
             console.print(f"  {lab:>9} {p:6.1%} " + "#" * int(round(p * 40)))
         return 0
@@ -291,9 +302,32 @@ def cmd_predict(a: argparse.Namespace) -> int:
     console.print(batch.throughput_line(s) + f" (batch size {a.batch_size}, {a.threads} torch threads)")
     if "accuracy" in s:
         acc, n = s["accuracy"]
-        console.print(f"accuracy against the manifest's emotions: {acc:.1%} of {n}")
+        console.print(f"accuracy against the manifest's emotions: {acc:.1%} of {n}"
+                      + (" (abstentions count as wrong)" if "answered_accuracy" in s else ""))
+    if "answered_accuracy" in s:
+        acc, n = s["answered_accuracy"]
+        console.print(f"accuracy of the {n} answered (not abstained): {acc:.1%}")
     if s["errors"]:
         console.print(f"[yellow]{s['errors']} of {s['n']} rows failed (see the error column)[/yellow]")
+    return 0
+
+
+def cmd_calibrate(a: argparse.Namespace) -> int:
+    """Fit a bundle's temperature on a split of a prepared corpus and write its calibration.json."""
+    from emoslm.personalization.evaluation import calibrate_bundle
+
+    try:
+        ks = [int(k) for k in a.k.split(",")]
+    except ValueError:
+        raise EmoslmError(f"--k expects whole numbers joined by commas, e.g. 0,1,4,7; got {a.k!r}") from None
+    if not Path(a.corpus).is_dir():
+        raise EmoslmError(f"no prepared corpus at {a.corpus} (make one with `emoslm prepare ...`)")
+    info = calibrate_bundle(a.bundle, a.corpus, a.split, ks, per_k=a.episodes_per_k, seed=a.seed,
+                            progress=not a.quiet)
+    print(f"temperature {info['temperature']:.3f}, fitted on {info['n']} episodes of {info['fitted_on']}")
+    print(f"ECE on those episodes ({info['n_bins']} bins): {info['ece_before']:.3f} before, "
+          f"{info['ece_after']:.3f} after")
+    print(f"wrote {Path(a.bundle) / 'calibration.json'} (predict and serve now use it)")
     return 0
 
 
@@ -301,14 +335,18 @@ def cmd_serve(a: argparse.Namespace) -> int:
     """The voice service (FastAPI on uvicorn): API, OpenAI-compatible chat, web page at /."""
     import uvicorn
 
+    from emoslm.personalization.inference import check_min_confidence
     from emoslm.service import Settings, create_app
     from emoslm.service.http import JSONErrorH11Protocol, configure_logging
 
+    if not a.repetition_penalty > 0:
+        raise EmoslmError(f"--repetition-penalty must be positive (1: none), not {a.repetition_penalty}")
     settings = Settings(bundle=a.bundle, data_dir=a.data_dir, llm=a.llm, max_upload_mb=a.max_upload_mb,
                         max_seconds=a.max_seconds, window_seconds=a.window_seconds, segment_mode=a.segment_mode,
-                        torch_threads=a.threads, echat=a.echat, asr=a.asr, public_read=a.public_read,
+                        torch_threads=a.threads, echat=a.echat, reply_prompt=a.reply_prompt,
+                        repetition_penalty=a.repetition_penalty, asr=a.asr, public_read=a.public_read,
                         rate_limit=a.rate_limit, cors_origins=tuple(a.cors_origin or ()),
-                        max_prompt_chars=a.max_prompt_chars)
+                        max_prompt_chars=a.max_prompt_chars, min_confidence=check_min_confidence(a.min_confidence))
     configure_logging(quiet=a.quiet)
     # the service logs each request with its id (emoslm.service.access), so uvicorn's own access log is off
     uvicorn.run(create_app(settings), host=a.host, port=a.port, log_level="warning" if a.quiet else "info",
@@ -619,6 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--hop", type=float, default=None, help="fixed windows: start every HOP s (default: --window)")
     pp.add_argument("--max-seconds", type=float, default=600.0, help="with --segment: the longest file")
     pp.add_argument("--batch-size", type=int, default=16, help="utterances per forward pass")
+    add_min_confidence_option(pp, "for a file (or segment)")
     add_threads_option(pp, 1)
     add_progress_option(pp)
     pp.set_defaults(fn=cmd_predict)
@@ -643,6 +682,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--bundle", default="runs/demo/bundle", help="model bundle (default: the demo's)")
     sv.add_argument("--data-dir", default="data/service", help="speakers, enrollments and API keys")
     sv.add_argument("--llm", default="smollm2", help="chat LLM: smollm2 (packaged), tiny-llama (random) or a local dir")
+    sv.add_argument("--reply-prompt", choices=["system", "voice-note"], default="system",
+                    help="how the chat LLM is told the recognised emotion (benchmarks/chat_replies.py)")
+    sv.add_argument("--repetition-penalty", type=float, default=1.2, help="of the chat LLM's decoding (1: none)")
     sv.add_argument("--echat", default=None, metavar="DIR",
                     help="E-chat checkpoint: answers chat turns that carry audio (text turns keep --llm)")
     sv.add_argument("--asr", default=None, metavar="none|whisper-tiny.en|DIR",
@@ -660,6 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="long audio: fixed windows or energy-detected speech regions")
     sv.add_argument("--max-prompt-chars", type=int, default=32000, help="longest chat text (checked before "
                     "tokenising)")
+    add_min_confidence_option(sv, "by default for an upload (a request's min_confidence overrides it)")
     add_threads_option(sv, 2)
     sv.add_argument("--quiet", action="store_true", help="log warnings only")
     sv.set_defaults(fn=cmd_serve)
@@ -697,6 +740,18 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--overwrite", action="store_true", help="replace levels the corpus already has")
     lv.add_argument("--workers", type=int, default=1)
     lv.set_defaults(fn=cmd_levels)
+
+    ca = sub.add_parser("calibrate", help="fit a bundle's temperature on a dev split; writes its calibration.json")
+    ca.add_argument("--bundle", default="runs/demo/bundle", help="model bundle (default: the demo's)")
+    ca.add_argument("--corpus", required=True, help="a prepared corpus (emoslm prepare) with the split to fit on")
+    ca.add_argument("--split", default="dev",
+                    help="the split of speakers to fit on (default: dev; not the test speakers, whose evaluation "
+                         "it would bias)")
+    ca.add_argument("--k", default="0,1,4,7", help="enrollment sizes of the episodes, pooled (default: 0,1,4,7)")
+    ca.add_argument("--episodes-per-k", type=int, default=500, help="at most this many episodes per k")
+    ca.add_argument("--seed", type=int, default=0)
+    add_progress_option(ca)
+    ca.set_defaults(fn=cmd_calibrate)
 
     bu = sub.add_parser("bundle", help="a model bundle for predict/serve from a runs folder (or the shipped models)")
     bu.add_argument("runs", help="a demo-style runs folder (relative/encoder + stage2/), or 'shipped'")

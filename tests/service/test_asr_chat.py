@@ -11,6 +11,7 @@ import openai
 import pytest
 import requests
 
+from emoslm.service import Settings
 from emoslm.service.chat import (
     NO_WORDS,
     UNTRANSCRIBED,
@@ -38,7 +39,7 @@ def client(server):
 @pytest.fixture(scope="module")
 def local_llm():
     """The server's chat LLM (tiny-llama: seeded random weights, greedy), loaded here too."""
-    return load_streaming_chat_backend("tiny-llama", 64)
+    return load_streaming_chat_backend("tiny-llama", 64, Settings.reply_prompt, Settings.repetition_penalty)
 
 
 def _audio_part(audio: bytes) -> dict:

@@ -75,6 +75,13 @@ def test_emotion_is_written_into_the_prompt():
     assert out[0]["role"] == "system" and out[0]["content"].startswith("Be brief.\n")
     assert "sad (confidence 80%)" in out[0]["content"]
     assert out[1]["content"].startswith("(said in a sad voice) ")
+    # the service's default style: the emotion in the system message only, the user's words as they were said
+    out = with_emotion(msgs, EmotionInfo(label="sadness", probabilities={"sadness": 0.8}, n_enrollments_used=0),
+                       "system")
+    assert "The user sounds sad; be gentle" in out[0]["content"] and "first answer what they asked" in out[0]["content"]
+    assert out[1] == msgs[1]
+    with pytest.raises(ValueError, match="unknown prompt style"):
+        with_emotion(msgs, None, "shouting")
 
 
 @pytest.mark.slow

@@ -75,21 +75,46 @@ class ChatBackend(Protocol):
               temperature: float) -> Reply: ...
 
 
-def with_emotion(messages: list[dict[str, str]], emotion: EmotionCue | None) -> list[dict[str, str]]:
-    """The conversation with the user's emotion written in: a system-prompt sentence (how to adapt) and a note
-    on the last user turn ("(said in a sad voice) ..."), which small instruction-tuned LLMs follow better."""
-    system = "You are a kind, helpful voice assistant. Reply in one or two short sentences."
+#: How the recognised emotion is written into the reply model's prompt:
+#: ``voice-note``: a system sentence (how to adapt) and a note on the last user turn ("(said in a sad voice) ...");
+#: ``system``: the system sentence only, which also asks to answer what was asked first (the user's words stay
+#: as they were said). benchmarks/chat_replies.py compares them on SmolLM2-135M.
+PROMPT_STYLES = ("voice-note", "system")
+
+
+def with_emotion(messages: list[dict[str, str]], emotion: EmotionCue | None,
+                 style: str = "voice-note") -> list[dict[str, str]]:
+    """The conversation with the user's emotion written in, as ``style`` (:data:`PROMPT_STYLES`) says."""
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"unknown prompt style {style!r}; choose one of {', '.join(PROMPT_STYLES)}")
     messages = [dict(m) for m in messages]
-    if emotion is not None:
-        adjective, how = GUIDANCE.get(emotion.label, (emotion.label, "take it into account"))
-        p = emotion.probabilities.get(emotion.label, 0.0)
-        system += f" The user sounds {adjective} (confidence {p:.0%}): {how}."
-        last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
-        if last_user is not None:
-            messages[last_user]["content"] = f"(said in a {adjective} voice) {messages[last_user]['content']}"
+    if style == "system":
+        system = "You are a helpful voice assistant. Answer what the user asked, in one or two short sentences."
+        if emotion is not None:
+            adjective, how = GUIDANCE.get(emotion.label, (emotion.label, "take it into account"))
+            system += f" The user sounds {adjective}; {how}, but first answer what they asked."
+    else:
+        system = "You are a kind, helpful voice assistant. Reply in one or two short sentences."
+        if emotion is not None:
+            adjective, how = GUIDANCE.get(emotion.label, (emotion.label, "take it into account"))
+            p = emotion.probabilities.get(emotion.label, 0.0)
+            system += f" The user sounds {adjective} (confidence {p:.0%}): {how}."
+            last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+            if last_user is not None:
+                messages[last_user]["content"] = f"(said in a {adjective} voice) {messages[last_user]['content']}"
     if messages and messages[0]["role"] == "system":
         return [{"role": "system", "content": f"{messages[0]['content']}\n{system}"}, *messages[1:]]
     return [{"role": "system", "content": system}, *messages]
+
+
+def generation_options(temperature: float, repetition_penalty: float = 1.0) -> dict:
+    """``generate`` keyword arguments: greedy below :data:`MIN_TEMPERATURE`, else nucleus sampling; a
+    repetition penalty above 1 discourages the loops small LLMs fall into when decoding greedily."""
+    options = ({"do_sample": True, "temperature": temperature, "top_p": 0.9} if temperature >= MIN_TEMPERATURE
+               else {"do_sample": False})
+    if repetition_penalty != 1.0:
+        options["repetition_penalty"] = repetition_penalty
+    return options
 
 
 #: The note the prompt puts before the question ("(said in a sad voice) ..."), which small LLMs sometimes repeat.
@@ -104,11 +129,16 @@ def clean_response(text: str) -> str:
 class LLMChatBackend:
     """A causal LM prompted with the recognised emotion in its system message (one generation at a time)."""
 
-    def __init__(self, model, tokenizer, name: str, max_new_tokens: int = 64):
+    def __init__(self, model, tokenizer, name: str, max_new_tokens: int = 64, prompt_style: str = "voice-note",
+                 repetition_penalty: float = 1.0):
+        if prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"unknown prompt style {prompt_style!r}; choose one of {', '.join(PROMPT_STYLES)}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
         self.max_new_tokens = max_new_tokens
+        self.prompt_style = prompt_style
+        self.repetition_penalty = repetition_penalty
         self._lock = threading.Lock()
 
     def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
@@ -121,16 +151,13 @@ class LLMChatBackend:
     @torch.no_grad()
     def reply(self, messages: list[dict[str, str]], emotion: EmotionCue | None, max_tokens: int | None = None,
               temperature: float = 0.0) -> Reply:
-        ids = torch.tensor([self._prompt_ids(with_emotion(messages, emotion))])
+        ids = torch.tensor([self._prompt_ids(with_emotion(messages, emotion, self.prompt_style))])
         limit = max_tokens or self.max_new_tokens
         n_ctx = getattr(self.model.config, "max_position_embeddings", None)
         if n_ctx is not None and ids.shape[1] + limit > n_ctx:
             raise ContextLengthError(f"the conversation takes {ids.shape[1]} tokens; with {limit} new tokens it "
                                      f"exceeds the model's context of {n_ctx} tokens")
-        if temperature >= MIN_TEMPERATURE:
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": 0.9}
-        else:
-            sampling = {"do_sample": False}
+        sampling = generation_options(temperature, self.repetition_penalty)
         with self._lock:
             out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=limit,
                                       pad_token_id=self.tokenizer.pad_token_id,
@@ -145,12 +172,13 @@ class LLMChatBackend:
         return Reply(text, ids.shape[1], len(new) + int(finished), "stop" if finished or len(new) < limit else "length")
 
 
-def load_chat_backend(llm: str, max_new_tokens: int = 64) -> ChatBackend:
+def load_chat_backend(llm: str, max_new_tokens: int = 64, prompt_style: str = "voice-note",
+                      repetition_penalty: float = 1.0) -> ChatBackend:
     """The chat backend for ``llm``: ``smollm2`` (packaged, offline), ``tiny-llama`` (random, for tests) or a
     local HF causal-LM directory."""
     backbone = load_backbone(LLMSpec(name=llm, mode="frozen"))
     return LLMChatBackend(backbone.model, backbone.tokenizer, f"emoslm-{backbone.spec.name.rstrip('/').split('/')[-1]}",
-                          max_new_tokens)
+                          max_new_tokens, prompt_style, repetition_penalty)
 
 
 class OpenAIChatBackend:

@@ -33,6 +33,8 @@ from emoslm.errors import EmoslmError, ManifestError
 from emoslm.personalization.inference import EmotionRecognizer
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+#: What the terminal shows (and the summary counts) for a prediction that abstained.
+ABSTAIN = "abstain"
 
 
 @dataclass(frozen=True)
@@ -195,16 +197,20 @@ def _row(t: Target, speaker: str | None) -> dict[str, Any]:
 def predict_rows(rec: EmotionRecognizer, targets: Sequence[Target], speakers: Sequence[str | None], *,
                  batch_size: int = 16, embeddings: bool = False, progress: bool = False,
                  segment: str | None = None, window_s: float = 4.0, hop_s: float | None = None,
-                 max_seconds: float = 600.0) -> list[dict[str, Any]]:
+                 max_seconds: float = 600.0, min_confidence: float | None = None) -> list[dict[str, Any]]:
     """Output rows: one per target (``predict_batch``), or with ``segment`` ("fixed"/"energy") one per segment
-    of each target (``predict_segments``; a target that fails gives one row with its error)."""
+    of each target (``predict_segments``; a target that fails gives one row with its error). With an abstention
+    threshold (``min_confidence``, else the recognizer's) every row has ``abstained``, and an abstaining row the
+    label None."""
+    threshold = min_confidence if min_confidence is not None else rec.min_confidence
+    abstain = (lambda p: {"abstained": p.abstained}) if threshold is not None else (lambda p: {})  # noqa: E731
     rows: list[dict[str, Any]] = []
     if segment is None:
         preds = rec.predict_batch(list(targets), list(speakers), batch_size=batch_size, embeddings=embeddings,
-                                  progress=progress)
+                                  progress=progress, min_confidence=min_confidence)
         for t, spk, p in zip(targets, speakers, preds):
-            rows.append({**_row(t, spk), "label": p.label, "confidence": p.confidence, "probs": p.probs,
-                         "n_enroll": p.n_enroll, "enroll_ids": p.enroll_ids, "error": p.error,
+            rows.append({**_row(t, spk), "label": p.label, "confidence": p.confidence, **abstain(p),
+                         "probs": p.probs, "n_enroll": p.n_enroll, "enroll_ids": p.enroll_ids, "error": p.error,
                          **({"embedding": p.embedding} if embeddings else {})})
         return rows
     for t, spk in tqdm(list(zip(targets, speakers)), desc="predict", unit="file", disable=not progress):
@@ -215,7 +221,7 @@ def predict_rows(rec: EmotionRecognizer, targets: Sequence[Target], speakers: Se
                      load_audio(t.path, offset=t.start, duration=t.duration,
                                 limits=AudioLimits(max_duration=max_seconds)))
             segs = rec.predict_segments(audio, spk, mode=segment, window_s=window_s, hop_s=hop_s,
-                                        max_seconds=max_seconds, batch_size=batch_size)
+                                        max_seconds=max_seconds, batch_size=batch_size, min_confidence=min_confidence)
         except (EmoslmError, OSError) as e:
             rows.append({**base, "segment": None, "start": None, "end": None, "label": "", "confidence": None,
                          "probs": {}, "error": str(e)})
@@ -225,19 +231,21 @@ def predict_rows(rec: EmotionRecognizer, targets: Sequence[Target], speakers: Se
                          "probs": {}, "error": "no speech found"})
         for i, s in enumerate(segs):
             rows.append({**base, "segment": i, "start": round(t.start + s.start, 3), "end": round(t.start + s.end, 3),
-                         "label": s.label, "confidence": s.confidence, "probs": s.probs, "error": s.error})
+                         "label": s.label, "confidence": s.confidence, **abstain(s), "probs": s.probs,
+                         "error": s.error})
     return rows
 
 
 # ------------------------------------------------------------------------------------------ outputs
 
-_FIRST = ("id", "path", "speaker", "segment", "start", "end", "label", "confidence")
+_FIRST = ("id", "path", "speaker", "segment", "start", "end", "label", "confidence", "abstained")
 _LAST = ("n_enroll", "enroll_ids", "reference", "error", "embedding")
 
 
 def write_rows(rows: Sequence[dict[str, Any]], path: str | Path, labels: Sequence[str]) -> Path:
-    """JSONL (one object per row: ``probs`` a dict, ``enroll_ids`` a list) or CSV (a ``p_<label>`` column per
-    emotion, enrollment ids joined by ``;``, the embedding as a JSON list), chosen by the suffix."""
+    """JSONL (one object per row: ``probs`` a dict, ``enroll_ids`` a list, an abstaining row's label null) or CSV
+    (a ``p_<label>`` column per emotion, enrollment ids joined by ``;``, the embedding as a JSON list, an
+    abstaining row's label empty), chosen by the suffix."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".csv"):
@@ -272,25 +280,32 @@ def summary(rows: Sequence[dict[str, Any]], seconds: float, n_items: int, unit: 
     """Label counts, errors, throughput and, when the targets had reference emotions, accuracy (over the rows whose
     reference is one of ``labels``, the model's label set)."""
     ok = [r for r in rows if not r.get("error")]
-    out = {"n": len(rows), "ok": len(ok), "errors": len(rows) - len(ok), "labels": Counter(r["label"] for r in ok),
+    out = {"n": len(rows), "ok": len(ok), "errors": len(rows) - len(ok),
+           "labels": Counter(ABSTAIN if r.get("abstained") else r["label"] for r in ok),
            "seconds": seconds, "items": n_items, "per_second": n_items / seconds if seconds > 0 else float("inf"),
            "unit": unit}
     scored = [r for r in ok if r.get("reference") and (labels is None or r["reference"] in labels)]
     if scored:
         out["accuracy"] = (sum(r["label"] == r["reference"] for r in scored) / len(scored), len(scored))
+        answered = [r for r in scored if not r.get("abstained")]
+        if len(answered) < len(scored):  # abstentions count as wrong above; here the accuracy of the answers
+            out["answered_accuracy"] = (sum(r["label"] == r["reference"] for r in answered) / max(1, len(answered)),
+                                        len(answered))
     return out
 
 
 def print_rows(console: Console, rows: Sequence[dict[str, Any]], segments: bool = False) -> None:
-    """The rows on the terminal: ``id: label (confidence)``, or for one file's segments ``start-end label conf``."""
+    """The rows on the terminal: ``id: label (confidence)``, or for one file's segments ``start-end label conf``;
+    an abstaining row shows "abstain" for its label."""
     for r in rows:
         err = f"[red]error: {escape(str(r['error']))}[/red]" if r.get("error") else None
+        label = ABSTAIN if r.get("abstained") else r["label"]
         if segments:
             when = f"{r['start']:7.2f}-{r['end']:7.2f} s" if r.get("start") is not None else " " * 17
-            console.print(f"  {when}  " + (err or f"{r['label']:>9} {r['confidence']:6.1%}"), highlight=False)
+            console.print(f"  {when}  " + (err or f"{label:>9} {r['confidence']:6.1%}"), highlight=False)
         else:
             when = f" {r['start']:.2f}-{r['end']:.2f} s" if r.get("start") is not None else ""
-            console.print(f"{escape(str(r['id']))}{when}: " + (err or f"{r['label']} ({r['confidence']:.0%})"),
+            console.print(f"{escape(str(r['id']))}{when}: " + (err or f"{label} ({r['confidence']:.0%})"),
                           highlight=False)
 
 

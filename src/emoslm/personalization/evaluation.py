@@ -7,13 +7,22 @@ deranged: every label wrong) see identical enrollments.
 Any prepared corpus can be evaluated, also one with a single split and no training data (a user's own
 recordings): the models are already trained, and the eGeMAPS peer, which must be fitted, is then fitted on the
 training split of another corpus (by default the embedded synthetic one) and the report says so.
+
+Calibration: when the corpus has a ``dev`` split (and another split is evaluated), one temperature per ICL model
+is fitted on the dev speakers' episodes (0-shot and TU+LD at every k the model is evaluated at, pooled; at most
+``calibration_episodes_per_k`` per k, a seeded subset) and the test episodes of those settings, scored once for
+the tables, give the expected calibration error before and after scaling (pooled and per k) and the reliability
+bins. Nothing about the calibration is chosen on the test speakers.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -29,11 +38,20 @@ from emoslm.data.manifests import emotion_of, load_prepared
 from emoslm.egemaps import egemaps_for
 from emoslm.errors import EmoslmError
 from emoslm.labels import LabelSet, get_label_set
-from emoslm.metrics import evaluate
+from emoslm.metrics import (
+    TEMPERATURE_BOUNDS,
+    apply_temperature,
+    evaluate,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    reliability_bins,
+)
 from emoslm.models.encoders import FbankTransformerEncoder, SERClassifier
 from emoslm.personalization.classifier import pick_enrollment
 from emoslm.personalization.data import EncodedStore, SERData, pad_batch
 from emoslm.personalization.egemaps_peer import EgemapsPeer
+from emoslm.personalization.inference import EmotionRecognizer, write_calibration
 from emoslm.personalization.model import SpeechICLModel
 from emoslm.personalization.report import (
     Results,
@@ -42,7 +60,7 @@ from emoslm.personalization.report import (
     to_markdown,
     write_html,
 )
-from emoslm.personalization.scoring import evaluate_episodes, speech_tokens_for
+from emoslm.personalization.scoring import episode_scores, evaluate_episodes, speech_tokens_for
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +89,15 @@ class EvalPlan:
     decode: str = "score"
     split: str | None = None  # the split to evaluate (default: "test", or the corpus's only split)
     peer_train: str | None = None  # corpus whose "train" split fits the peer (default: the target's own, else EMBEDDED)
+    calibrate: bool = True  # fit a temperature per ICL model on the dev split, when the corpus has one
+    calibration_episodes_per_k: int = 200  # dev episodes per k for the fit (a seeded subset; bounds its cost)
+    calibration_bins: int = 15  # equal-width confidence bins of the ECE
+
+
+#: The split temperatures are fitted on.
+CALIBRATION_SPLIT = "dev"
+#: The enrollment setting of the calibration episodes at k >= 1 (k = 0: the 0-shot episodes).
+CALIBRATION_SETTING = "TU+LD"
 
 
 EMBEDDED_CORPUS = "data/synth_demo"  # written by `emoslm demo` / `emoslm synth corpus --preset demo`
@@ -143,6 +170,80 @@ def _episode_sets(data: SERData, plan: EvalPlan) -> dict[tuple[str, int], Episod
     return sets
 
 
+def calibration_split(plan: EvalPlan, split: str, decode: str = "score") -> tuple[str | None, str]:
+    """The split temperatures are fitted on (None: no fit) and why."""
+    if not plan.calibrate:
+        return None, "not fitted (calibration turned off)"
+    if decode != "score":
+        return None, f"not fitted ({decode} decoding gives no probabilities)"
+    if split == CALIBRATION_SPLIT:
+        return None, f"not fitted (the {CALIBRATION_SPLIT} split is the one evaluated)"
+    if CALIBRATION_SPLIT not in load_prepared(plan.corpus):
+        return None, f"not fitted (the corpus has no {CALIBRATION_SPLIT} split)"
+    return CALIBRATION_SPLIT, f"fitted on the {CALIBRATION_SPLIT} split"
+
+
+def _is_calibration_key(setting: str, k: int) -> bool:
+    return k == 0 or setting == CALIBRATION_SETTING
+
+
+def calibration_episodes(data: SERData, split: str, ks: Sequence[int], *, seed: int = 0, per_k: int = 200,
+                         folder: Path | None = None) -> dict[int, EpisodeList]:
+    """The episodes of a temperature fit on ``split``: 0-shot and TU+LD at each k (at most ``per_k`` each, a
+    seeded subset), drawn once and cached in ``folder`` when given."""
+    sampler = EpisodeSampler(data.items(split), label_set=data.label_set)
+    out = {}
+    for k in ks:
+        path = folder / f"{'0-shot' if k == 0 else CALIBRATION_SETTING}_k{k}.jsonl" if folder else None
+        if path is not None and path.is_file():
+            eps = load_episodes(path)
+        else:
+            t, l = ("TU", "LU") if k == 0 else CALIBRATION_SETTING.split("+")  # as the test's 0-shot set
+            eps = sampler.episodes(k=k, target=t, label=l, seed=seed, on_error="skip")
+            if len(eps) > per_k:
+                keep = np.random.default_rng(seed + k).choice(len(eps), per_k, replace=False)
+                eps = replace(eps, episodes=[eps[i] for i in sorted(keep)])
+            if path is not None:
+                save_episodes(eps, path)
+        if len(eps):
+            out[k] = eps
+    return out
+
+
+def _label_indices(episodes, label_set: LabelSet) -> np.ndarray:
+    return np.array([label_set.index(e.target_label) for e in episodes], dtype=np.int64)
+
+
+def calibration_summary(dev: tuple[np.ndarray, np.ndarray], test: dict[int, tuple[np.ndarray, np.ndarray]],
+                        n_bins: int) -> dict:
+    """Fit the temperature on ``dev`` (label log-likelihoods [N, C], label indices [N]); ECE (and NLL) of the
+    test scores per k and pooled, before and after scaling, with the reliability bins."""
+    dev_scores, dev_labels = dev
+    t = fit_temperature(dev_scores, dev_labels)
+
+    def ece(scores, labels, temperature=1.0):
+        return expected_calibration_error(apply_temperature(scores, temperature), labels, n_bins)
+
+    # a fit at a bound of the search: the data want a more extreme temperature (at the upper one: the model's
+    # probabilities carry no information on dev, uniform ones fit best)
+    at_bound = any(abs(math.log(t / b)) < 1e-3 for b in TEMPERATURE_BOUNDS)
+    out = {"temperature": t, "at_bound": at_bound, "n_dev": int(len(dev_labels)),
+           "dev_ece_before": ece(dev_scores, dev_labels),
+           "dev_ece_after": ece(dev_scores, dev_labels, t)}
+    if test:
+        scores = np.concatenate([s for s, _ in test.values()])
+        labels = np.concatenate([y for _, y in test.values()])
+        out["test"] = {
+            "n": int(len(labels)), "ks": sorted(test), "ece_before": ece(scores, labels),
+            "ece_after": ece(scores, labels, t), "nll_before": negative_log_likelihood(scores, labels),
+            "nll_after": negative_log_likelihood(scores, labels, t),
+            "per_k": {str(k): {"n": int(len(y)), "ece_before": ece(s, y), "ece_after": ece(s, y, t)}
+                      for k, (s, y) in sorted(test.items())},
+            "reliability_before": reliability_bins(apply_temperature(scores, 1.0), labels, n_bins),
+            "reliability_after": reliability_bins(apply_temperature(scores, t), labels, n_bins)}
+    return out
+
+
 def _store_for(encoder_dir: str, data: SERData, split: str, cache: Path, progress: bool) -> EncodedStore:
     enc = FbankTransformerEncoder.from_pretrained(encoder_dir)
     fb = {u.id: data.fbank[u.id] for u in data.utts[split]}
@@ -190,8 +291,11 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
     ls = get_label_set(plan.label_set)
     peer_corpus = peer_training_corpus(plan, split) if plan.peer else None
     own_train = peer_corpus == plan.corpus and split != "train"
-    data = SERData(plan.corpus, label_set=plan.label_set, splits=[split] + (["train"] if own_train else []),
-                   progress=progress)
+    cal_split, cal_status = calibration_split(plan, split, plan.decode)
+    data = SERData(plan.corpus, label_set=plan.label_set, splits=[split] + (["train"] if own_train else [])
+                   + ([cal_split] if cal_split else []), progress=progress)
+    if cal_split and not data.utts[cal_split]:
+        cal_split, cal_status = None, f"not fitted (the {CALIBRATION_SPLIT} split has no labelled utterance)"
     if not data.utts[split]:
         raise EmoslmError(f"the {split} split of {plan.corpus} has no utterance with a label of {ls.name} "
                           f"({', '.join(ls.labels)})")
@@ -203,7 +307,14 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
                                      " (the evaluated corpus has no training split of its own)"))
     sets = _episode_sets(data, plan)
     results = Results(metadata=RunMetadata.collect(corpus=plan.corpus, split_protocol=protocol))
+    results.calibration = {"status": cal_status, "split": cal_split, "method": "temperature scaling",
+                           "settings": f"0-shot and {CALIBRATION_SETTING} at each k, pooled",
+                           "episodes_per_k": plan.calibration_episodes_per_k, "n_bins": plan.calibration_bins,
+                           "models": {}}
     n_targets = sum(len(e) for e in sets.values())
+    cal_sets = calibration_episodes(data, cal_split, sorted({k for _, k in sets}), seed=plan.seed,
+                                    per_k=plan.calibration_episodes_per_k,
+                                    folder=out / "episodes" / cal_split) if cal_split else {}
 
     for name, path in tqdm(plan.classifiers.items(), desc="classifiers", disable=not progress or not plan.classifiers):
         res, _mode = _classifier_eval(path, data, ls, plan.seed, split)
@@ -211,6 +322,7 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
         results.add(name, None, res)
 
     stores: dict[str, EncodedStore] = {}
+    dev_stores: dict[str, EncodedStore] = {}
     for spec in plan.icl:
         model = SpeechICLModel.from_pretrained(spec.path).eval()
         if spec.encoder not in stores:
@@ -221,12 +333,32 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
         todo = [(key, eps) for key, eps in sets.items()
                 if not (spec.role == "stage1" and key[1] > 0)
                 and not (spec.role == "table4" and key[0] not in ("TU+LD", "TU+LO(neutral)", "0-shot"))]
+        test_scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # k -> (label log-likelihoods, labels)
         with tqdm(total=sum(len(e) for _, e in todo), desc=spec.name[:32], unit="ep",
                   disable=not progress or n_targets < 500) as bar:
             for (setting, k), eps in todo:
-                res = evaluate_episodes(model, store, ls, eps, decode=plan.decode, protocol=protocol, tokens=tokens)
+                if cal_split and _is_calibration_key(setting, k):  # scored once: the tables and the test ECE
+                    scores = episode_scores(model, store, ls, eps, tokens=tokens)
+                    preds = [ls.labels[i] for i in scores.argmax(-1).tolist()]
+                    res = evaluate([e.target_label for e in eps], preds, [e.speaker for e in eps], ls,
+                                   protocol=protocol)
+                    test_scores[k] = (scores.numpy().astype(np.float64), _label_indices(eps, ls))
+                else:
+                    res = evaluate_episodes(model, store, ls, eps, decode=plan.decode, protocol=protocol,
+                                            tokens=tokens)
                 results.add(spec.name, None if k == 0 else setting, res, k=k)
                 bar.update(len(eps))
+        dev_sets = [eps for k, eps in cal_sets.items() if k in test_scores]
+        if dev_sets:
+            if spec.encoder not in dev_stores:
+                dev_stores[spec.encoder] = _store_for(spec.encoder, data, cal_split, out / "encoded", progress)
+            dev_store = dev_stores[spec.encoder]
+            dev_tokens = speech_tokens_for(model, dev_store, [u.id for u in data.utts[cal_split]])
+            dev_scores = np.concatenate([episode_scores(model, dev_store, ls, eps, tokens=dev_tokens).numpy()
+                                         for eps in dev_sets]).astype(np.float64)
+            dev_labels = np.concatenate([_label_indices(eps, ls) for eps in dev_sets])
+            results.calibration["models"][spec.name] = calibration_summary((dev_scores, dev_labels), test_scores,
+                                                                           plan.calibration_bins)
         if spec.role == "main" and plan.shuffled_control:
             # two controls on the TU+LD episodes: the labels permuted among the pairs, and every label made wrong
             for ctrl, control in ((f"{spec.name}, shuffled enrollment labels", {"shuffle_labels_seed": plan.seed}),
@@ -249,6 +381,47 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
                 res = evaluate([e.target_label for e in eps], preds, [e.speaker for e in eps], ls, protocol=protocol)
                 results.add(name, None if k == 0 else setting, res, k=k)
     return results
+
+
+def calibrate_bundle(bundle: str | Path, corpus: str | Path, split: str = CALIBRATION_SPLIT,
+                     ks: Sequence[int] = (0, 1, 4, 7), *, per_k: int = 500, seed: int = 0, n_bins: int = 15,
+                     progress: bool = True) -> dict:
+    """Fit the temperature of a bundle's speech LM on ``split`` of a prepared corpus and write the bundle's
+    calibration.json. The episodes are built as :func:`run_eval` builds them (0-shot and TU+LD at each of ``ks``,
+    at most ``per_k`` each) and scored with the bundle's own encoder and model, uncalibrated; the ECE before and
+    after is measured on those same episodes. Returns what was written."""
+    rec = EmotionRecognizer.load(bundle, calibrated=False, threads=None)
+    ks = sorted(set(int(k) for k in ks))
+    if not ks or ks[0] < 0 or ks[-1] > rec.max_enroll:
+        raise EmoslmError(f"k must be whole numbers from 0 to {rec.max_enroll} (the model's most enrollment "
+                          f"pairs), got {ks}")
+    split = eval_split(corpus, split)
+    ls = rec.label_set
+    data = SERData(corpus, label_set=ls.name, splits=[split], progress=progress)
+    if not data.utts[split]:
+        raise EmoslmError(f"the {split} split of {corpus} has no utterance with a label of {ls.name}")
+    sets = calibration_episodes(data, split, ks, seed=seed, per_k=per_k)
+    if not sets:
+        raise EmoslmError(f"no episode of k in {ks} could be drawn from the {split} split of {corpus} (its speakers "
+                          "have too few utterances: try smaller k)")
+    store = EncodedStore.build(rec.encoder, {u.id: data.fbank[u.id] for u in data.utts[split]}, [SpeakerStyle()],
+                               progress=progress)
+    tokens = speech_tokens_for(rec.model, store, [u.id for u in data.utts[split]])
+    scores = np.concatenate([episode_scores(rec.model, store, ls, eps, tokens=tokens).numpy()
+                             for eps in sets.values()]).astype(np.float64)
+    labels = np.concatenate([_label_indices(eps, ls) for eps in sets.values()])
+    fit = calibration_summary((scores, labels), {}, n_bins)
+    info = {"temperature": fit["temperature"],
+            "fitted_on": f"the {split} split of {corpus}: 0-shot and {CALIBRATION_SETTING} episodes at k = "
+                         f"{', '.join(map(str, sorted(sets)))} (at most {per_k} per k, seed {seed})",
+            "corpus": str(corpus), "split": split, "ks": sorted(sets), "n": fit["n_dev"],
+            "n_per_k": {str(k): len(eps) for k, eps in sets.items()}, "n_bins": n_bins,
+            "ece_before": fit["dev_ece_before"], "ece_after": fit["dev_ece_after"],
+            "nll_before": negative_log_likelihood(scores, labels),
+            "nll_after": negative_log_likelihood(scores, labels, fit["temperature"]),
+            "date": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")}
+    write_calibration(bundle, info)
+    return info
 
 
 def write_report(results, out_dir: str | Path, console=None) -> dict[str, Path]:

@@ -7,7 +7,14 @@
     ps = rec.predict_batch(["q1.wav", "q2.wav"], speaker="alice")          # batched; a broken file -> p.error
     segs = rec.predict_segments("call.wav", speaker="alice", mode="energy")  # long audio: one per segment
 
-A *bundle* is a folder with the frozen speech encoder (``encoder/``) and the speech LM (``speech_lm/``).
+A *bundle* is a folder with the frozen speech encoder (``encoder/``) and the speech LM (``speech_lm/``), and
+optionally ``calibration.json`` (``emoslm calibrate``: a temperature fitted on a dev split): the recognizer then
+divides the label log-likelihoods by it before the softmax (``Prediction.calibrated``). Scaling changes the
+probabilities and the confidence, never the predicted label.
+
+Abstention: with ``min_confidence`` (on the recognizer, or per call) a prediction whose confidence (its largest,
+calibrated where the bundle is, probability) is below it has ``abstained=True`` and ``label=None``; its
+probabilities are kept. Beam decoding has no probabilities and never abstains.
 
 Caches: each enrollment utterance is encoded (fbank -> encoder -> Q-Former) once, when it is enrolled; with a
 decoder-only LLM the key/value cache of the enrollment prefix ``W (U_1 Z_1) ... (U_k Z_k)`` is computed once
@@ -48,9 +55,31 @@ MIN_FRAMES = 4
 _ARRAY_LIMITS = AudioLimits(min_duration=0.0, max_duration=float("inf"), silence_rms=0.0)
 
 
+#: The bundle file of the temperature (``emoslm calibrate``; the demo writes it from its dev-split fit).
+CALIBRATION_FILE = "calibration.json"
+
+
+def check_min_confidence(value: Any) -> float | None:
+    """``min_confidence`` as a float in [0, 1] (None: never abstain); EmoslmError otherwise."""
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if not 0.0 <= x <= 1.0:  # also refuses NaN
+        raise EmoslmError(f"min_confidence must be a number between 0 and 1, got {value!r}")
+    return x
+
+
+def abstains(confidence: float | None, min_confidence: float | None) -> bool:
+    """Whether a prediction of this confidence abstains (never without a threshold or a confidence)."""
+    return min_confidence is not None and confidence is not None and confidence < min_confidence
+
+
 @dataclass
 class Prediction:
-    label: str  # "" when ``error`` is set
+    label: str | None  # "" when ``error`` is set; None when it abstained
     probs: dict[str, float]
     n_enroll: int
     latency_ms: float  # in a batch: amortised (the chunk's time divided by its size)
@@ -59,6 +88,8 @@ class Prediction:
     embedding: list[float] | None = None  # the utterance embedding (mean of its query vectors), when asked for
     error: str | None = None  # why this item could not be predicted (batches go on without it)
     enroll_ids: list[str] = field(default_factory=list)  # the enrollment utterances used
+    calibrated: bool = False  # the probabilities are temperature-scaled (the bundle has calibration.json)
+    abstained: bool = False  # the confidence was below min_confidence: no label
 
     def __post_init__(self) -> None:
         if self.confidence is None and self.probs:
@@ -73,10 +104,36 @@ class Prediction:
 class SegmentPrediction:
     start: float  # seconds from the start of the audio
     end: float
-    label: str
+    label: str | None  # None when it abstained
     probs: dict[str, float]
     confidence: float | None
     error: str | None = None
+    calibrated: bool = False
+    abstained: bool = False
+
+
+def read_calibration(bundle: str | Path) -> dict | None:
+    """The bundle's calibration.json (None when it has none); EmoslmError for one without a positive temperature."""
+    path = Path(bundle) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+        temperature = float(info["temperature"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EmoslmError(f"{path} is not a calibration file ({type(e).__name__}: {e}); remake it with "
+                          "`emoslm calibrate`, or delete it") from None
+    if not (temperature > 0 and np.isfinite(temperature)):
+        raise EmoslmError(f"{path}: the temperature must be a positive number, got {info['temperature']!r}")
+    return {**info, "temperature": temperature}
+
+
+def write_calibration(bundle: str | Path, info: dict) -> Path:
+    """Write ``info`` (with a positive ``temperature``) as the bundle's calibration.json."""
+    path = Path(bundle) / CALIBRATION_FILE
+    path.write_text(json.dumps(info, indent=2) + "\n")
+    read_calibration(bundle)  # what was written loads
+    return path
 
 
 @dataclass
@@ -95,30 +152,60 @@ def save_bundle(path: str | Path, encoder_dir: str | Path, model: SpeechICLModel
         shutil.rmtree(path / "encoder")
     shutil.copytree(encoder_dir, path / "encoder")
     model.save_pretrained(path / "speech_lm")
+    (path / CALIBRATION_FILE).unlink(missing_ok=True)  # a temperature belongs to the model it was fitted for
     (path / "bundle.json").write_text(json.dumps({"format": 1, **(meta or {})}, indent=2))
     return path
 
 
 class EmotionRecognizer:
-    def __init__(self, encoder, model: SpeechICLModel, max_enroll: int | None = None, threads: int | None = 1):
+    """``temperature``: divides the label log-likelihoods before the softmax (None: none; :meth:`load` takes it
+    from the bundle's calibration.json). ``min_confidence``: the default abstention threshold of every call."""
+
+    def __init__(self, encoder, model: SpeechICLModel, max_enroll: int | None = None, threads: int | None = 1,
+                 temperature: float | None = None, min_confidence: float | None = None):
         if threads:
             torch.set_num_threads(threads)
+        if temperature is not None and not (temperature > 0 and np.isfinite(temperature)):
+            raise EmoslmError(f"the temperature must be a positive number, got {temperature!r}")
         self.encoder = encoder.eval()
         self.model = model.eval()
         self.label_set = model.label_set
         self.max_enroll = max_enroll or model.cfg.max_examples
+        self.temperature = temperature
+        self.min_confidence = check_min_confidence(min_confidence)
         self.speakers: dict[str, _Speaker] = {}
         self._zero_prefix = None
 
     @classmethod
-    def load(cls, bundle: str | Path, **kw) -> "EmotionRecognizer":
+    def load(cls, bundle: str | Path, *, calibrated: bool = True, **kw) -> "EmotionRecognizer":
+        """The recognizer of a bundle; with its calibration.json's temperature unless ``calibrated=False``."""
         bundle = Path(bundle)
         for sub in ("encoder", "speech_lm"):
             if not (bundle / sub).is_dir():
                 raise EmoslmError(f"{bundle} is not an emoslm bundle: {bundle / sub} is missing "
                                   "(make one with `emoslm demo` or emoslm.personalization.inference.save_bundle)")
+        calibration = read_calibration(bundle) if calibrated else None
+        if calibration is not None:
+            kw.setdefault("temperature", calibration["temperature"])
         return cls(FbankTransformerEncoder.from_pretrained(bundle / "encoder"),
                    SpeechICLModel.from_pretrained(bundle / "speech_lm"), **kw)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.temperature is not None
+
+    def _probs(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """Label probabilities from label log-likelihoods (the last axis), temperature-scaled when calibrated."""
+        return (log_probs if self.temperature is None else log_probs / self.temperature).softmax(-1)
+
+    def _threshold(self, min_confidence: float | None) -> float | None:
+        return self.min_confidence if min_confidence is None else check_min_confidence(min_confidence)
+
+    def _scored(self, probs: dict[str, float], threshold: float | None, **kw: Any) -> Prediction:
+        """A Prediction of label probabilities: the argmax, or no label when its confidence is below ``threshold``."""
+        label = max(probs, key=probs.get)
+        abstained = abstains(probs[label], threshold)
+        return Prediction(None if abstained else label, probs, calibrated=self.calibrated, abstained=abstained, **kw)
 
     # ------------------------------------------------------------------------------------ encoding
 
@@ -201,25 +288,25 @@ class EmotionRecognizer:
     @torch.no_grad()
     def predict(self, audio: AudioInput | np.ndarray, speaker: str | None = None, *, decode: str = "score",
                 use_cache: bool = True, enroll_pairs: Sequence[tuple[AudioInput | np.ndarray, str]] | None = None,
-                embeddings: bool = False) -> Prediction:
+                embeddings: bool = False, min_confidence: float | None = None) -> Prediction:
         """Emotion of ``audio``; personalised with the speaker's enrollments (0-shot for an unknown speaker).
 
-        ``enroll_pairs`` gives the enrollment inline instead of a stored speaker (encoded for this call)."""
+        ``enroll_pairs`` gives the enrollment inline instead of a stored speaker (encoded for this call).
+        ``min_confidence`` overrides the recognizer's abstention threshold for this call."""
+        threshold = self._threshold(min_confidence)
         t0 = time.perf_counter()
         context, cache, ids = self._context(speaker, enroll_pairs, use_cache)
         target = self.encode(audio)
+        emb = target.mean(0).tolist() if embeddings else None
         if decode == "beam":
             label, _text = self.model.generate_label(context, target, num_beams=4)
-            probs = {}
-            label = label or "<invalid>"
-        else:
-            # without a cache the prefix is computed inside predict_proba, for this query only
-            p = self.model.predict_proba(context, target, cache=cache)
-            probs = {lab: float(x) for lab, x in zip(self.label_set.labels, p)}
-            label = max(probs, key=probs.get)
-        emb = target.mean(0).tolist() if embeddings else None
-        return Prediction(label, probs, len(context), (time.perf_counter() - t0) * 1000, decode, embedding=emb,
-                          enroll_ids=ids)
+            return Prediction(label or "<invalid>", {}, len(context), (time.perf_counter() - t0) * 1000, decode,
+                              embedding=emb, enroll_ids=ids)
+        # without a cache the prefix is computed inside label_log_probs, for this query only
+        p = self._probs(self.model.label_log_probs(context, target, cache=cache))
+        probs = {lab: float(x) for lab, x in zip(self.label_set.labels, p)}
+        return self._scored(probs, threshold, n_enroll=len(context), latency_ms=(time.perf_counter() - t0) * 1000,
+                            decode=decode, embedding=emb, enroll_ids=ids)
 
     # ------------------------------------------------------------------------------------ batches
 
@@ -239,8 +326,9 @@ class EmotionRecognizer:
     def predict_proba_batch(self, context: Sequence[Example], targets: torch.Tensor,
                             cache: PrefixCache | None = None) -> torch.Tensor:
         """Label probabilities [B, n_labels] of B targets ([B, n_q, H]) with one enrollment context, in one LLM
-        forward against the context's prefix cache (:meth:`SpeechICLModel.predict_proba_batch`)."""
-        return self.model.predict_proba_batch(context, targets, cache)
+        forward against the context's prefix cache (:meth:`SpeechICLModel.label_log_probs_batch`), temperature-
+        scaled when the recognizer is calibrated."""
+        return self._probs(self.model.label_log_probs_batch(context, targets, cache))
 
     @staticmethod
     def _load_item(item: Any, name: str) -> np.ndarray:
@@ -260,8 +348,8 @@ class EmotionRecognizer:
     @torch.no_grad()
     def predict_batch(self, items: Sequence[Any], speaker: str | Sequence[str | None] | None = None, *,
                       batch_size: int = 16, embeddings: bool = False, progress: bool = False,
-                      enroll_pairs: Sequence[tuple[AudioInput | np.ndarray, str]] | None = None
-                      ) -> list[Prediction]:
+                      enroll_pairs: Sequence[tuple[AudioInput | np.ndarray, str]] | None = None,
+                      min_confidence: float | None = None) -> list[Prediction]:
         """Predictions for many utterances, in their order, computed in batches of ``batch_size``.
 
         ``items``: paths, bytes, 16 kHz float arrays or objects with ``load_wave()``. ``speaker``: one speaker for
@@ -270,7 +358,8 @@ class EmotionRecognizer:
         cannot be loaded gets a Prediction with ``error`` set (label "", no probabilities); the others are
         predicted as usual.
         ``latency_ms`` of an item is the time of its chunk (``8 * batch_size`` items, loading included) divided
-        by the chunk's size."""
+        by the chunk's size. ``min_confidence`` overrides the recognizer's abstention threshold."""
+        threshold = self._threshold(min_confidence)
         if batch_size < 1:
             raise EmoslmError(f"batch_size must be >= 1, got {batch_size}")
         items = list(items)
@@ -322,9 +411,9 @@ class EmotionRecognizer:
                 for i in order:
                     context, _, ids = contexts[speakers[i]]
                     pr = {lab: float(x) for lab, x in zip(self.label_set.labels, probs[i])}
-                    out[i] = Prediction(max(pr, key=pr.get), pr, len(context), ms,
-                                        embedding=vectors[i].mean(0).tolist() if embeddings else None,
-                                        enroll_ids=list(ids))
+                    out[i] = self._scored(pr, threshold, n_enroll=len(context), latency_ms=ms,
+                                          embedding=vectors[i].mean(0).tolist() if embeddings else None,
+                                          enroll_ids=list(ids))
                 bar.update(len(order))
         return [p for p in out if p is not None]
 
@@ -332,11 +421,14 @@ class EmotionRecognizer:
     def predict_segments(self, audio: AudioInput | np.ndarray, speaker: str | None = None, *, mode: str = "fixed",
                          window_s: float = 4.0, hop_s: float | None = None, max_seconds: float = 600.0,
                          enroll_pairs: Sequence[tuple[AudioInput | np.ndarray, str]] | None = None,
-                         min_s: float = 0.5, batch_size: int = 16) -> list[SegmentPrediction]:
+                         min_s: float = 0.5, batch_size: int = 16, min_confidence: float | None = None
+                         ) -> list[SegmentPrediction]:
         """Emotion over time in long audio (up to ``max_seconds``; :meth:`predict` takes what
         :data:`emoslm.audio.DEFAULT_LIMITS` allows): cut into segments (:func:`emoslm.audio.segments.segment_wave`,
         ``mode`` "fixed" windows or "energy" speech regions of at most ``window_s``) predicted as a batch.
-        An array is taken as 16 kHz. Audio without any speech region (energy mode) gives an empty list."""
+        An array is taken as 16 kHz. Audio without any speech region (energy mode) gives an empty list.
+        ``min_confidence``: each segment abstains on its own."""
+        self._threshold(min_confidence)  # a bad threshold fails before the audio is read
         limits = AudioLimits(max_duration=max_seconds)
         try:
             wave = (validate(audio, TARGET_SR, "<array>", limits) if isinstance(audio, np.ndarray)
@@ -348,8 +440,9 @@ class EmotionRecognizer:
             raise
         segs = segment_wave(wave, TARGET_SR, mode=mode, window_s=window_s, hop_s=hop_s, min_s=min_s)
         pieces = [wave[int(round(s.start * TARGET_SR)): int(round(s.end * TARGET_SR))] for s in segs]
-        preds = self.predict_batch(pieces, speaker, batch_size=batch_size, enroll_pairs=enroll_pairs)
-        return [SegmentPrediction(s.start, s.end, p.label, p.probs, p.confidence, p.error)
+        preds = self.predict_batch(pieces, speaker, batch_size=batch_size, enroll_pairs=enroll_pairs,
+                                   min_confidence=min_confidence)
+        return [SegmentPrediction(s.start, s.end, p.label, p.probs, p.confidence, p.error, p.calibrated, p.abstained)
                 for s, p in zip(segs, preds)]
 
 

@@ -416,14 +416,20 @@ class SpeechICLModel(nn.Module):
     @torch.no_grad()
     def predict_proba_batch(self, context: Sequence[Example], targets: torch.Tensor,
                             cache=None) -> torch.Tensor:
-        """Label probabilities [B, n_labels] of B targets ([B, n_q, H]) with one enrollment context: one LLM
-        forward over the batch against the context's prefix cache (computed here when not given).
+        """Label probabilities [B, n_labels] of B targets: the softmax of :meth:`label_log_probs_batch`."""
+        return self.label_log_probs_batch(context, targets, cache).softmax(-1)
+
+    @torch.no_grad()
+    def label_log_probs_batch(self, context: Sequence[Example], targets: torch.Tensor,
+                              cache=None) -> torch.Tensor:
+        """log P(label | W, context, target) [B, n_labels] of B targets ([B, n_q, H]) with one enrollment
+        context: one LLM forward over the batch against the context's prefix cache (computed here when not given).
 
         Single-token labels (the tiny tokenizer): one row per target, the label tokens' log-probabilities at its
         last position. Otherwise one row per (target, label), every label token scored, as
         :meth:`label_log_probs`. Encoder-decoder backbones are scored target by target."""
         if self.is_encoder_decoder:
-            return torch.stack([self.predict_proba(context, t) for t in targets])
+            return torch.stack([self.label_log_probs(context, t) for t in targets])
         if cache is None:
             cache = self.prefix_cache(context)
         k, b, q = len(context), targets.shape[0], targets.shape[1]
@@ -459,7 +465,7 @@ class SpeechICLModel(nn.Module):
                 lp = head(hidden[j, q - 1: q - 1 + len(ids)]).float().log_softmax(-1)
                 scores[j] = lp[torch.arange(len(ids)), torch.tensor(ids)].sum()
             scores = scores.view(b, len(label_ids))
-        return scores.softmax(-1)
+        return scores
 
     @torch.no_grad()
     def generate_label(self, context: Sequence[Example], target: torch.Tensor, num_beams: int = 4,

@@ -31,7 +31,7 @@ from emoslm.personalization.evaluation import (
     run_eval,
     write_report,
 )
-from emoslm.personalization.inference import save_bundle
+from emoslm.personalization.inference import save_bundle, write_calibration
 from emoslm.personalization.model import SpeechICLModel
 from emoslm.synth.corpus import print_summary, synthesize_corpus
 from emoslm.training.reuse import check_run, clear_run, same_weights
@@ -195,7 +195,16 @@ def run_personalization_demo(data_root: str | Path = "data", runs_root: str | Pa
     paths = write_report(results, plan.out_dir, console)
     timings["evaluation"] = time.perf_counter() - t
 
-    bundle_from_runs(root, root / "bundle", {"corpus": str(corpus), "profile": profile})
+    bundle = bundle_from_runs(root, root / "bundle", {"corpus": str(corpus), "profile": profile})
+    fit = results.calibration.get("models", {}).get(icl[0].name) if icl else None
+    if fit is not None and icl[0].path == _best(root, "stage2"):  # the bundle's model: its dev-split temperature
+        cal = results.calibration
+        write_calibration(bundle, {
+            "temperature": fit["temperature"], "fitted_on": f"the {cal['split']} split of {corpus} (emoslm eval: "
+            f"{cal['settings']}, at most {cal['episodes_per_k']} episodes per k)", "corpus": str(corpus),
+            "split": cal["split"], "n": fit["n_dev"], "n_bins": cal["n_bins"], "ece_before": fit["dev_ece_before"],
+            "ece_after": fit["dev_ece_after"], "test_ece_before": fit["test"]["ece_before"],
+            "test_ece_after": fit["test"]["ece_after"]})
     (root / "demo_timings.json").write_text(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=2))
     console.print(f"report: {paths['html']}  (markdown: {paths['markdown']}); model bundle: {root / 'bundle'}")
     return {"summary": summary, "timings": timings, "report": paths}

@@ -29,6 +29,11 @@ Tables (each built once as :class:`TableData`, then rendered with rich, as Markd
 - Table IV: rows (test setting, training setting of each ICL model), columns k = 1..7.
 - All results: WA, UA, macro-F1, UA_spk of every entry.
 
+Calibration (:attr:`Results.calibration`, filled by :func:`emoslm.personalization.evaluation.run_eval`): the
+temperature of each ICL model fitted on the dev split, and the test ECE before and after scaling (pooled over k,
+and per k); rendered as a table and, in HTML, a reliability diagram. Without a dev split the report says that
+no temperature was fitted.
+
 Missing cells are '–'. The UA_spk-vs-k figure draws, per setting, the mean UA_spk with an error band that is
 by default the 95% percentile-bootstrap confidence interval of the mean over speakers (2000 resamples of
 speakers, seeded) — the uncertainty of the plotted number; ``band="sigma"`` draws ±σ across speakers
@@ -188,6 +193,8 @@ class Results:
     models: list[ModelInfo] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)
     title: str = "Personalised SER evaluation"
+    #: {"status": ..., "split": "dev" | None, "models": {name: {"temperature": T, "test": {...}}}, ...}
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     # ---- building
 
@@ -263,7 +270,8 @@ class Results:
 
     def to_dict(self) -> dict[str, Any]:
         return {"title": self.title, "metadata": asdict(self.metadata),
-                "models": [asdict(m) for m in self.models], "entries": [asdict(e) for e in self.entries]}
+                "models": [asdict(m) for m in self.models], "entries": [asdict(e) for e in self.entries],
+                **({"calibration": self.calibration} if self.calibration else {})}
 
     def to_json(self, path: str | Path | None = None, indent: int | None = 1) -> str:
         text = json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
@@ -279,6 +287,7 @@ class Results:
             models=[ModelInfo(**m) for m in d.get("models", [])],
             entries=[Entry(**e) for e in d.get("entries", [])],
             title=d.get("title", cls.title),
+            calibration=dict(d.get("calibration") or {}),
         )
 
     @classmethod
@@ -412,6 +421,37 @@ def table_all(results: Results) -> TableData:
                              "set (counted wrong).", text_columns=3, group_columns=1)
 
 
+def _calibrated_models(results: Results) -> dict[str, dict[str, Any]]:
+    """The models with a fitted temperature and test episodes to report it on."""
+    return {name: c for name, c in (results.calibration.get("models") or {}).items() if c.get("test")}
+
+
+def calibration_table(results: Results) -> TableData | None:
+    """Per ICL model: the temperature fitted on dev, and the test ECE before and after scaling (pooled over k,
+    then each k)."""
+    fitted = _calibrated_models(results)
+    if not fitted:
+        return None
+    ks = sorted({int(k) for c in fitted.values() for k in c["test"]["per_k"]})
+    rows = []
+    for name, c in fitted.items():
+        t = c["test"]
+        per_k = [t["per_k"].get(str(k)) for k in ks]
+        rows.append([name, f"{c['temperature']:.3f}" + (" (bound)" if c.get("at_bound") else ""), str(c["n_dev"]),
+                     str(t["n"]),
+                     _f(t["ece_before"]), _f(t["ece_after"]),
+                     *[f"{_f(p['ece_before'])} → {_f(p['ece_after'])}" if p else DASH for p in per_k]])
+    cal = results.calibration
+    return TableData(
+        "Calibration: expected calibration error before and after temperature scaling",
+        ["Model", "T", "dev n", "test n", "ECE before", "ECE after", *[f"{k}-shot" for k in ks]], rows,
+        caption=f"T: one temperature per model, fitted on the {cal.get('split')} split ({cal.get('settings')}; "
+                f"at most {cal.get('episodes_per_k')} episodes per k) by minimising the NLL; ECE: top-label, "
+                f"{cal.get('n_bins')} equal-width confidence bins, on the evaluated split's episodes of the same "
+                "settings (per k: before → after). (bound): the fit stopped at a bound of the search.",
+        text_columns=1)
+
+
 def tables(results: Results) -> list[TableData]:
     """Table II, Table III of every model evaluated with k >= 1 (the main model first), Table IV (when an ICL
     model has k >= 1 entries) and the table of all results."""
@@ -422,6 +462,9 @@ def tables(results: Results) -> list[TableData]:
         out.append(table3(results, name))
     if table4_settings(results):
         out.append(table4(results))
+    cal = calibration_table(results)
+    if cal is not None:
+        out.append(cal)
     out.append(table_all(results))
     return out
 
@@ -452,6 +495,8 @@ def _metadata_pairs(results: Results) -> list[tuple[str, str]]:
         pairs.append((f"Model: {m.name}", json.dumps(desc, sort_keys=True)))
     for k, v in md.extra.items():
         pairs.append((str(k), v if isinstance(v, str) else json.dumps(v, sort_keys=True)))
+    if results.calibration:
+        pairs.append(("Calibration", f"temperature scaling {results.calibration.get('status', DASH)}"))
     return pairs
 
 
@@ -610,6 +655,36 @@ def plot_ua_vs_k(results: Results, band: str | None = "ci"):
     return fig
 
 
+def plot_reliability(results: Results):
+    """The reliability diagram of each calibrated model: accuracy against mean confidence per confidence bin on
+    the test episodes, before and after temperature scaling (marker area: the bin's share of predictions), and
+    the diagonal of perfect calibration. Returns a matplotlib Figure."""
+    fitted = _calibrated_models(results)
+    fig = new_figure(4.2 * min(len(fitted), 3), 4.0 * ((len(fitted) + 2) // 3))
+    axes = fig.subplots((len(fitted) + 2) // 3, min(len(fitted), 3), squeeze=False).ravel()
+    for ax, (name, c) in zip(axes, fitted.items()):
+        t = c["test"]
+        ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=1)
+        for key, label, color in (("before", "T = 1", "tab:red"), ("after", f"T = {c['temperature']:.2f}",
+                                                                       "tab:blue")):
+            bins = [b for b in t[f"reliability_{key}"] if b["count"]]
+            sizes = [200 * b["count"] / t["n"] for b in bins]
+            ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], color=color, lw=1, alpha=0.7)
+            ax.scatter([b["confidence"] for b in bins], [b["accuracy"] for b in bins], s=sizes, color=color,
+                       alpha=0.7, label=f"{label} (ECE {t[f'ece_{key}']:.3f})")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (largest probability)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(name, fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7.5, loc="upper left")
+    for ax in axes[len(fitted):]:
+        ax.set_visible(False)
+    fig.suptitle("Reliability on the test episodes, before and after temperature scaling", fontsize=10)
+    return fig
+
+
 def plot_confusion(entry: Entry):
     """Row-normalised confusion heatmap of one entry (:func:`emoslm.reporting.plot_confusion`)."""
     return reporting.plot_confusion(entry.result, f"{entry.model} — {entry.key}")
@@ -656,6 +731,13 @@ def to_html(results: Results, confusion: Sequence[Entry | tuple[str, str]] | Non
     for t in tables(results):
         best = 3 if t.title.startswith("Table II") else None
         parts.append(html_table(t, best))
+    if _calibrated_models(results):
+        parts.append("<h2>Calibration</h2>")
+        parts.append(img(figure_png(plot_reliability(results)), "reliability diagram"))
+        parts.append('<div class="caption">Each point: the predictions of one confidence bin (area: their share), '
+                     "their accuracy against their mean confidence; on the dotted diagonal the confidence is "
+                     "the accuracy. The temperature was fitted on the dev split; the points are the test episodes."
+                     "</div>")
     chosen: list[Entry] = []
     for c in (default_confusion_entries(results) if confusion is None else confusion):
         if isinstance(c, Entry):

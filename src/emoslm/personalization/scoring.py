@@ -33,6 +33,48 @@ def speech_tokens_for(model: SpeechICLModel, store: EncodedStore, ids: Iterable[
     return out
 
 
+def _contexts(label_set: LabelSet, episodes: Sequence[Episode], tokens: dict[str, torch.Tensor],
+              shuffle_labels_seed: int | None, derange_labels_seed: int | None
+              ) -> tuple[list[list[Example]], list[torch.Tensor]]:
+    """Each episode's enrollment examples (labels shuffled or deranged for the controls) and target vectors."""
+    idx = {l: i for i, l in enumerate(label_set.labels)}
+    if shuffle_labels_seed is not None and derange_labels_seed is not None:
+        raise ValueError("choose one control: shuffled or deranged labels")
+    rng = np.random.default_rng(shuffle_labels_seed if derange_labels_seed is None else derange_labels_seed)
+    contexts, targets = [], []
+    for e in episodes:
+        labels = [l for _, l in e.enrollment]
+        if shuffle_labels_seed is not None and len(labels) > 1:
+            labels = [labels[j] for j in rng.permutation(len(labels))]
+        elif derange_labels_seed is not None:
+            labels = derange_labels(labels, label_set.labels, rng)
+        contexts.append([Example(tokens[i], idx[l]) for (i, _), l in zip(e.enrollment, labels)])
+        targets.append(tokens[e.target_id])
+    return contexts, targets
+
+
+def _tokens_of(model: SpeechICLModel, store: EncodedStore, episodes: Sequence[Episode],
+               tokens: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    if tokens is not None:
+        return tokens
+    return speech_tokens_for(model, store, {e.target_id for e in episodes} | {i for e in episodes
+                                                                              for i, _ in e.enrollment})
+
+
+@torch.no_grad()
+def episode_scores(model: SpeechICLModel, store: EncodedStore, label_set: LabelSet, episodes: Sequence[Episode],
+                   *, batch_size: int = 128, tokens: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Label log-likelihoods [N, n_labels] of the episodes (their softmax: the probabilities; what temperature
+    scaling divides)."""
+    was_training = model.training
+    model.eval()
+    contexts, targets = _contexts(label_set, episodes, _tokens_of(model, store, episodes, tokens), None, None)
+    chunks = [model.score_batch(contexts[b: b + batch_size], targets[b: b + batch_size])
+              for b in range(0, len(episodes), batch_size)]
+    model.train(was_training)
+    return torch.cat(chunks) if chunks else torch.empty(0, len(label_set))
+
+
 @torch.no_grad()
 def predict_episodes(model: SpeechICLModel, store: EncodedStore, label_set: LabelSet, episodes: Sequence[Episode],
                      *, decode: str = "score", batch_size: int = 128, shuffle_labels_seed: int | None = None,
@@ -49,22 +91,8 @@ def predict_episodes(model: SpeechICLModel, store: EncodedStore, label_set: Labe
     """
     was_training = model.training
     model.eval()
-    if tokens is None:
-        ids = {e.target_id for e in episodes} | {i for e in episodes for i, _ in e.enrollment}
-        tokens = speech_tokens_for(model, store, ids)
-    idx = {l: i for i, l in enumerate(label_set.labels)}
-    if shuffle_labels_seed is not None and derange_labels_seed is not None:
-        raise ValueError("choose one control: shuffled or deranged labels")
-    rng = np.random.default_rng(shuffle_labels_seed if derange_labels_seed is None else derange_labels_seed)
-    contexts, targets = [], []
-    for e in episodes:
-        labels = [l for _, l in e.enrollment]
-        if shuffle_labels_seed is not None and len(labels) > 1:
-            labels = [labels[j] for j in rng.permutation(len(labels))]
-        elif derange_labels_seed is not None:
-            labels = derange_labels(labels, label_set.labels, rng)
-        contexts.append([Example(tokens[i], idx[l]) for (i, _), l in zip(e.enrollment, labels)])
-        targets.append(tokens[e.target_id])
+    contexts, targets = _contexts(label_set, episodes, _tokens_of(model, store, episodes, tokens),
+                                  shuffle_labels_seed, derange_labels_seed)
     preds: list[str | None] = []
     probs = None
     if decode == "score":

@@ -121,8 +121,13 @@ class Deleted(BaseModel):
 
 
 class EmotionResult(BaseModel):
-    label: str
+    label: str | None = Field(description="the most probable emotion; null when the recognition abstained")
     probabilities: dict[str, float]
+    confidence: float = Field(description="the largest probability")
+    abstained: bool = Field(default=False, description="the confidence was below min_confidence (the request's, "
+                            "else the server's --min-confidence): no label")
+    calibrated: bool = Field(default=False, description="the probabilities are temperature-scaled (the bundle "
+                             "has calibration.json, from emoslm calibrate)")
     speaker_id: str | None
     mode: str = Field(description="'personalised' (k-shot with the speaker's enrollments) or '0-shot'")
     n_enrollments_used: int
@@ -366,7 +371,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     def _emotion_result(rec: Recognition, speaker_id: str | None, t0: float, transcript: str | None = None
                         ) -> EmotionResult:
-        return EmotionResult(label=rec.label, probabilities=rec.probs, speaker_id=speaker_id,
+        return EmotionResult(label=rec.label, probabilities=rec.probs, confidence=rec.confidence,
+                             abstained=rec.abstained, calibrated=rec.calibrated, speaker_id=speaker_id,
                              mode="personalised" if rec.n_enroll else "0-shot", n_enrollments_used=rec.n_enroll,
                              latency_ms=(time.perf_counter() - t0) * 1000, model_latency_ms=rec.latency_ms,
                              duration=rec.duration, segments=_segments(rec), transcript=transcript)
@@ -455,16 +461,20 @@ def create_app(settings: Settings) -> FastAPI:
               responses=_responses(400, 401, 404, 413, 422, 429, 501))
     def recognise(me: Caller, file: Annotated[UploadFile, File(description="audio (wav, flac, ogg, mp3)")],
                   speaker_id: Annotated[str | None, Form()] = None,
-                  transcribe: Annotated[bool, Form(description="also return the words (Whisper)")] = False
+                  transcribe: Annotated[bool, Form(description="also return the words (Whisper)")] = False,
+                  min_confidence: Annotated[float | None, Form(
+                      ge=0.0, le=1.0, description="abstain (label null, abstained true) when the confidence is "
+                      "below this; default: the server's --min-confidence (none: never)")] = None
                   ) -> EmotionResult:
         """The emotion of an utterance: personalised (k-shot) when the speaker has enrollments, else 0-shot; per
-        segment for audio longer than one window. With ``transcribe=true`` also its words."""
+        segment for audio longer than one window. With ``transcribe=true`` also its words; with
+        ``min_confidence`` no label when the recognition is less sure than that."""
         t0 = time.perf_counter()
         speaker_id = speaker_id or None
         if speaker_id is not None:
             _speaker(me, speaker_id)
         wave = svc.decode(file.file.read(), file.filename or "upload")
-        rec = svc.recognise(wave, speaker_id)
+        rec = svc.recognise(wave, speaker_id, min_confidence)
         transcript = _transcribe(wave).text if transcribe else None
         return _emotion_result(rec, speaker_id, t0, transcript)
 
@@ -515,7 +525,9 @@ def create_app(settings: Settings) -> FastAPI:
             wave = svc.decode(data, name)
             rec = svc.recognise(wave, req.user)
             emotion = EmotionInfo(label=rec.label, probabilities=rec.probs, n_enrollments_used=rec.n_enroll,
-                                  speaker_id=req.user, segments=_segments(rec))
+                                  speaker_id=req.user, segments=_segments(rec), abstained=rec.abstained)
+        # an emotion the recognizer abstained on is not put to the LLM: it answers the words alone
+        cue = emotion if emotion is not None and not emotion.abstained else None
         max_tokens = req.max_completion_tokens or req.max_tokens
         head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time())}
         if wave is not None and svc.echat is not None and len(wave) <= ECHAT_MAX_SECONDS * 16000:
@@ -531,10 +543,10 @@ def create_app(settings: Settings) -> FastAPI:
             if emotion is not None:
                 emotion.backend = backend
             if req.stream and isinstance(svc.chat, StreamingLLMChatBackend):
-                stream = svc.chat.stream(messages, emotion, max_tokens, temperature)  # context checked here
+                stream = svc.chat.stream(messages, cue, max_tokens, temperature)  # context checked here
                 return StreamingResponse(_sse_stream({**head, "model": backend}, stream, emotion, transcript),
                                          media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-            reply = svc.chat.reply(messages, emotion, max_tokens, temperature)
+            reply = svc.chat.reply(messages, cue, max_tokens, temperature)
         if emotion is not None:
             emotion.backend = backend
         completion = ChatCompletion(
@@ -553,8 +565,8 @@ def create_app(settings: Settings) -> FastAPI:
 def _segments(rec: Recognition) -> list[SegmentEmotion] | None:
     if rec.segments is None:
         return None
-    return [SegmentEmotion(start=s.start, end=s.end, label=s.label, probabilities=s.probs, confidence=s.confidence)
-            for s in rec.segments]
+    return [SegmentEmotion(start=s.start, end=s.end, label=s.label, probabilities=s.probs, confidence=s.confidence,
+                           abstained=s.abstained) for s in rec.segments]
 
 
 def _event(obj: dict) -> str:

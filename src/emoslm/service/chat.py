@@ -35,12 +35,12 @@ from emoslm.echat.model import RESPONSE_PROMPT
 from emoslm.errors import EmoslmError
 from emoslm.models.llm import LLMSpec, load_backbone
 from emoslm.models.text_llm import (
-    MIN_TEMPERATURE,
     ChatBackend,
     ContextLengthError,
     EmotionCue,
     LLMChatBackend,
     Reply,
+    generation_options,
     load_chat_backend,
     with_emotion,
 )
@@ -146,14 +146,17 @@ class ChatCompletionRequest(BaseModel):
 class SegmentEmotion(BaseModel):
     start: float = Field(description="seconds from the start of the audio")
     end: float
-    label: str
+    label: str | None = Field(description="null when this segment's recognition abstained")
     probabilities: dict[str, float]
     confidence: float | None = None
+    abstained: bool = False
 
 
 class EmotionInfo(BaseModel):
-    label: str
+    label: str | None = Field(description="null when the recognition abstained (the server's --min-confidence); "
+                              "the reply then does not take an emotion into account")
     probabilities: dict[str, float]
+    abstained: bool = False
     n_enrollments_used: int
     speaker_id: str | None = None
     segments: list[SegmentEmotion] | None = Field(default=None, description="per-segment emotions of audio longer "
@@ -425,17 +428,13 @@ class StreamingLLMChatBackend(LLMChatBackend):
     def prepare(self, messages: list[dict[str, str]], emotion: EmotionCue | None, max_tokens: int | None = None,
                 temperature: float = 0.0) -> _Generation:
         """Tokenise and check the context length (ContextLengthError), before any response is started."""
-        ids = torch.tensor([self._prompt_ids(with_emotion(messages, emotion))])
+        ids = torch.tensor([self._prompt_ids(with_emotion(messages, emotion, self.prompt_style))])
         limit = max_tokens or self.max_new_tokens
         n_ctx = getattr(self.model.config, "max_position_embeddings", None)
         if n_ctx is not None and ids.shape[1] + limit > n_ctx:
             raise ContextLengthError(f"the conversation takes {ids.shape[1]} tokens; with {limit} new tokens it "
                                      f"exceeds the model's context of {n_ctx} tokens")
-        if temperature >= MIN_TEMPERATURE:
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": 0.9}
-        else:
-            sampling = {"do_sample": False}
-        return _Generation(ids, limit, sampling)
+        return _Generation(ids, limit, generation_options(temperature, self.repetition_penalty))
 
     def finish(self, gen: _Generation, new: list[int]) -> Reply:
         """The :class:`Reply` for the generated token ids (as :meth:`LLMChatBackend.reply` counts them)."""
@@ -454,8 +453,10 @@ class StreamingLLMChatBackend(LLMChatBackend):
         return ReplyStream(self, self.prepare(messages, emotion, max_tokens, temperature))
 
 
-def load_streaming_chat_backend(llm: str, max_new_tokens: int = 64) -> StreamingLLMChatBackend:
+def load_streaming_chat_backend(llm: str, max_new_tokens: int = 64, prompt_style: str = "voice-note",
+                                repetition_penalty: float = 1.0) -> StreamingLLMChatBackend:
     """:func:`load_chat_backend`'s model as a :class:`StreamingLLMChatBackend`."""
     backbone = load_backbone(LLMSpec(name=llm, mode="frozen"))
     return StreamingLLMChatBackend(backbone.model, backbone.tokenizer,
-                                   f"emoslm-{backbone.spec.name.rstrip('/').split('/')[-1]}", max_new_tokens)
+                                   f"emoslm-{backbone.spec.name.rstrip('/').split('/')[-1]}", max_new_tokens,
+                                   prompt_style, repetition_penalty)

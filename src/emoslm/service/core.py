@@ -23,7 +23,7 @@ import torch
 
 from emoslm.audio import AudioLimits, load_audio
 from emoslm.errors import AudioError, LabelError
-from emoslm.personalization.inference import EmotionRecognizer, Prediction
+from emoslm.personalization.inference import CALIBRATION_FILE, EmotionRecognizer, Prediction, abstains
 from emoslm.service.asr import Transcriber
 from emoslm.service.chat import (
     ChatBackend,
@@ -51,12 +51,17 @@ class Settings:
     segment_mode: str = "fixed"  # fixed windows or energy-detected speech regions (emoslm.audio.segments)
     torch_threads: int = 2
     max_new_tokens: int = 64
+    # how the reply LLM is told the emotion, and its repetition penalty: chosen on dev questions with
+    # benchmarks/chat_replies.py (SmolLM2-135M answered 7/8 with these, 0/8 with the voice note, greedy)
+    reply_prompt: str = "system"
+    repetition_penalty: float = 1.2
     max_prompt_chars: int = 32000  # text of a chat request, checked before tokenising
     echat: str | None = None  # E-chat checkpoint: answers turns whose last user message carries audio
     asr: str | None = None  # none, whisper-tiny.en or a CTranslate2 Whisper folder; None: whisper-tiny.en if packaged
     public_read: bool = False  # GETs without a key (they see every speaker)
     rate_limit: str | None = None  # "N/min" per API key; None: no limit
     cors_origins: tuple[str, ...] = ()
+    min_confidence: float | None = None  # abstain below this confidence (a request's min_confidence overrides it)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -70,7 +75,8 @@ class Settings:
 def bundle_key(bundle: str | Path) -> str:
     """A short hash of a bundle's files: cached encodings belong to the bundle that made them."""
     h = hashlib.sha256()
-    for f in sorted(p for p in Path(bundle).rglob("*") if p.is_file()):
+    # the temperature changes probabilities, not encodings: calibrating a bundle keeps its cached encodings
+    for f in sorted(p for p in Path(bundle).rglob("*") if p.is_file() and p.name != CALIBRATION_FILE):
         h.update(f.relative_to(bundle).as_posix().encode())
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -82,12 +88,18 @@ def bundle_key(bundle: str | Path) -> str:
 class Recognition:
     """The emotion of an upload: the whole clip's, and for audio longer than one window each segment's."""
 
-    label: str
+    label: str | None  # None when it abstained
     probs: dict[str, float]
     n_enroll: int
     latency_ms: float
     duration: float
-    segments: list | None = None  # SegmentPrediction items (start, end, label, probs, confidence)
+    segments: list | None = None  # SegmentPrediction items (start, end, label, probs, confidence, abstained)
+    calibrated: bool = False
+    abstained: bool = False
+
+    @property
+    def confidence(self) -> float:
+        return max(self.probs.values())
 
 
 class Service:
@@ -99,7 +111,8 @@ class Service:
         self.rate_limiter = RateLimiter(per_minute) if per_minute else None
         self.asr = Transcriber(settings.asr, threads=settings.torch_threads)
         self.store = Store(settings.data_dir)
-        self.recognizer = EmotionRecognizer.load(settings.bundle, threads=settings.torch_threads)
+        self.recognizer = EmotionRecognizer.load(settings.bundle, threads=settings.torch_threads,
+                                                 min_confidence=settings.min_confidence)
         self.labels = list(self.recognizer.label_set.labels)
         self.bundle_key = bundle_key(settings.bundle)
         self.model_lock = threading.Lock()
@@ -108,7 +121,8 @@ class Service:
         # enrollment ids per speaker as the recognizer holds them, readable without waiting for the model lock
         self._loaded: dict[str, tuple[str, ...]] = {}
         self.write_lock = threading.Lock()  # DB commit + cache update of enrollments, in one order
-        self.chat: ChatBackend = load_streaming_chat_backend(settings.llm, settings.max_new_tokens)
+        self.chat: ChatBackend = load_streaming_chat_backend(settings.llm, settings.max_new_tokens,
+                                                                   settings.reply_prompt, settings.repetition_penalty)
         self.excluded: dict[str, str] = {}
         self._load_enrollments()
 
@@ -146,31 +160,36 @@ class Service:
         with self.model_lock:
             return self.recognizer.encode(wave)
 
-    def predict(self, wave: np.ndarray, speaker_id: str | None) -> Prediction:
+    def predict(self, wave: np.ndarray, speaker_id: str | None, min_confidence: float | None = None) -> Prediction:
         if speaker_id is not None:
             self.store.get_speaker(speaker_id)  # 404 for an unknown speaker
         with self.model_lock:
-            return self.recognizer.predict(wave, speaker=speaker_id)
+            return self.recognizer.predict(wave, speaker=speaker_id, min_confidence=min_confidence)
 
-    def recognise(self, wave: np.ndarray, speaker_id: str | None) -> Recognition:
+    def recognise(self, wave: np.ndarray, speaker_id: str | None, min_confidence: float | None = None
+                  ) -> Recognition:
         """The emotion of ``wave`` (personalised with the speaker's enrollments). Audio longer than one window
         (``window_seconds``) is cut into segments (``segment_mode``: fixed windows, or energy-detected speech
         regions of at most a window) predicted as a batch; the clip's probabilities are the segments' mean,
-        weighted by their durations."""
+        weighted by their durations. ``min_confidence`` (default: the server's): the clip, and each segment, has
+        no label when its confidence is below it."""
         duration = len(wave) / 16000
         s = self.settings
+        threshold = self.recognizer.min_confidence if min_confidence is None else min_confidence
         if duration <= s.window_seconds:
-            pred = self.predict(wave, speaker_id)
-            return Recognition(pred.label, pred.probs, pred.n_enroll, pred.latency_ms, duration)
+            pred = self.predict(wave, speaker_id, threshold)
+            return Recognition(pred.label, pred.probs, pred.n_enroll, pred.latency_ms, duration,
+                               calibrated=pred.calibrated, abstained=pred.abstained)
         if speaker_id is not None:
             self.store.get_speaker(speaker_id)  # 404 for an unknown speaker
         t0 = time.perf_counter()
         with self.model_lock:
             segs = self.recognizer.predict_segments(wave, speaker_id, mode=s.segment_mode,
-                                                    window_s=s.window_seconds, max_seconds=s.max_seconds)
+                                                    window_s=s.window_seconds, max_seconds=s.max_seconds,
+                                                    min_confidence=threshold)
             if not segs and s.segment_mode != "fixed":  # no speech region found: fixed windows over everything
                 segs = self.recognizer.predict_segments(wave, speaker_id, mode="fixed", window_s=s.window_seconds,
-                                                        max_seconds=s.max_seconds)
+                                                        max_seconds=s.max_seconds, min_confidence=threshold)
             n_enroll = len(spk.ids) if (spk := self.recognizer.speakers.get(speaker_id or "")) else 0
         segs = [x for x in segs if x.error is None]
         if not segs:
@@ -179,7 +198,9 @@ class Service:
         weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(segs), 1 / len(segs))
         probs = {lab: float(sum(w * x.probs.get(lab, 0.0) for w, x in zip(weights, segs))) for lab in self.labels}
         label = max(probs, key=probs.get)
-        return Recognition(label, probs, n_enroll, (time.perf_counter() - t0) * 1000, duration, segs)
+        abstained = abstains(probs[label], threshold)
+        return Recognition(None if abstained else label, probs, n_enroll, (time.perf_counter() - t0) * 1000,
+                           duration, segs, calibrated=self.recognizer.calibrated, abstained=abstained)
 
     def _sync_ids(self, speaker_id: str) -> None:
         """Publish a speaker's enrollment ids after the recognizer changed (called under the model lock)."""

@@ -182,7 +182,7 @@ function drawSegments(segments) {
     const li = document.createElement("li");
     li.className = "segment";
     li.dataset.label = s.label;
-    li.textContent = s.start.toFixed(1) + "-" + s.end.toFixed(1) + " s: " + s.label + " (" +
+    li.textContent = s.start.toFixed(1) + "-" + s.end.toFixed(1) + " s: " + (s.label || "abstain") + " (" +
                      (100 * (s.confidence || 0)).toFixed(0) + " %)";
     list.appendChild(li);
   }
@@ -196,7 +196,7 @@ async function recognise() {
   if (speakerId()) form.append("speaker_id", speakerId());
   if (state.info.asr_model) form.append("transcribe", "true");
   const r = await api("/v1/emotion", { method: "POST", headers: headers(), body: form });
-  $("result-label").textContent = r.label;
+  $("result-label").textContent = r.abstained ? "abstain" : r.label;  // below the server's --min-confidence
   $("result-detail").textContent = "(" + r.mode + ", " + r.n_enrollments_used + " enrollment pairs, " +
                                    r.duration.toFixed(1) + " s of audio, " + r.latency_ms.toFixed(0) + " ms)";
   $("result").dataset.mode = r.mode;
@@ -270,7 +270,7 @@ async function sendChat() {
     if (chunk.choices && chunk.choices[0] && chunk.choices[0].delta.role) {
       const heard = chunk.transcript ? "\u201c" + chunk.transcript + "\u201d" : "";
       said = [text, heard].filter(Boolean).join(" ") || "(voice)";
-      addMessage("user", said + (chunk.emotion ? " [" + chunk.emotion.label + "]" : ""));
+      addMessage("user", said + (chunk.emotion ? " [" + (chunk.emotion.label || "abstain") + "]" : ""));
       if (chunk.emotion) drawChart(chunk.emotion.probabilities);
       assistant = addMessage("assistant", "");
       assistant.dataset.streaming = "1";
