@@ -18,17 +18,12 @@ from emoslm.service.chat import (
 )
 from emoslm.service.store import Store
 from emoslm.service.testing import ServerProcess, tone, wav_bytes
+from tests.service.checks import json_error
 
 
 def _emotion(api, audio: bytes, **data) -> requests.Response:
     return api.post(f"{api.base}/v1/emotion", files={"file": ("q.wav", audio, "audio/wav")}, data=data)
 
-
-def _error(r: requests.Response, status: int, type_: str) -> str:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error"} and body["error"]["type"] == type_, body
-    return body["error"]["message"]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +54,7 @@ def test_a_request_min_confidence_abstains_below_it(api, speech):
 
 @pytest.mark.parametrize("bad", ["2", "-0.5", "abc", "nan"])
 def test_a_bad_min_confidence_is_a_json_422(api, speech, bad):
-    assert "min_confidence" in _error(_emotion(api, speech[0], min_confidence=bad), 422, "invalid_request")
+    assert "min_confidence" in json_error(_emotion(api, speech[0], min_confidence=bad), 422, "invalid_request")
 
 
 def test_long_audio_abstains_per_segment(api):

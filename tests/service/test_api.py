@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from emoslm.service.testing import tone, wav_bytes
+from tests.service.checks import json_error
 
 LABELS = ["anger", "joy", "neutral", "sadness", "fear", "disgust", "surprise"]
 
@@ -24,12 +25,6 @@ def _emotion(api, audio: bytes, speaker: str | None = None) -> requests.Response
     return api.post(f"{api.base}/v1/emotion", files={"file": ("q.wav", audio, "audio/wav")}, data=data)
 
 
-def _error(r: requests.Response, status: int, type_: str) -> str:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error"} and body["error"]["type"] == type_, body
-    return body["error"]["message"]
-
 
 def test_speaker_crud(api):
     r = api.post(f"{api.base}/v1/speakers", json={"id": "crud-1", "name": "Crud One"})
@@ -38,12 +33,12 @@ def test_speaker_crud(api):
     assert re.fullmatch(r"spk-[0-9a-f]{12}", generated)
     assert {"crud-1", generated} <= {s["id"] for s in api.get(f"{api.base}/v1/speakers").json()["data"]}
     assert api.get(f"{api.base}/v1/speakers/crud-1").json()["name"] == "Crud One"
-    assert "exists already" in _error(api.post(f"{api.base}/v1/speakers", json={"id": "crud-1"}), 409, "conflict")
+    assert "exists already" in json_error(api.post(f"{api.base}/v1/speakers", json={"id": "crud-1"}), 409, "conflict")
     for sid in ("crud-1", generated):
         assert api.delete(f"{api.base}/v1/speakers/{sid}").json() == {"id": sid, "deleted": True,
                                                                       "n_enrollments_deleted": 0}
-    _error(api.get(f"{api.base}/v1/speakers/crud-1"), 404, "unknown_speaker")
-    _error(api.delete(f"{api.base}/v1/speakers/crud-1"), 404, "unknown_speaker")
+    json_error(api.get(f"{api.base}/v1/speakers/crud-1"), 404, "unknown_speaker")
+    json_error(api.delete(f"{api.base}/v1/speakers/crud-1"), 404, "unknown_speaker")
 
 
 def test_enrollments_personalise_predictions(api, speech, server):
@@ -73,7 +68,7 @@ def test_enrollments_personalise_predictions(api, speech, server):
     assert api.delete(f"{api.base}/v1/speakers/pers/enrollments/{ids[0]}").status_code == 200
     assert _emotion(api, query, "pers").json()["n_enrollments_used"] == 7
     assert api.get(f"{api.base}/v1/speakers/pers").json()["n_enrollments"] == 7
-    _error(api.delete(f"{api.base}/v1/speakers/pers/enrollments/{ids[0]}"), 404, "not_found")
+    json_error(api.delete(f"{api.base}/v1/speakers/pers/enrollments/{ids[0]}"), 404, "not_found")
     assert api.delete(f"{api.base}/v1/speakers/pers").json()["n_enrollments_deleted"] == 7
     assert not list((server.data_dir / "audio").glob(f"*/{ids[1]}.wav"))
     assert _emotion(api, query).json()["mode"] == "0-shot"
@@ -81,22 +76,22 @@ def test_enrollments_personalise_predictions(api, speech, server):
 
 def test_clear_errors(api, speech):
     api.post(f"{api.base}/v1/speakers", json={"id": "errs"}).raise_for_status()
-    assert "not a readable audio file" in _error(_emotion(api, b"this is not audio at all"), 400, "bad_audio")
-    assert "empty upload" in _error(_emotion(api, b""), 400, "bad_audio")
-    assert "truncated" in _error(_emotion(api, speech[0][:2000]), 400, "bad_audio")
-    assert "too short" in _error(_emotion(api, wav_bytes(tone(200, 0.05))), 400, "bad_audio")
-    assert "too long" in _error(_emotion(api, wav_bytes(tone(200, 12.0), sr=8000, subtype="PCM_U8")), 413,
+    assert "not a readable audio file" in json_error(_emotion(api, b"this is not audio at all"), 400, "bad_audio")
+    assert "empty upload" in json_error(_emotion(api, b""), 400, "bad_audio")
+    assert "truncated" in json_error(_emotion(api, speech[0][:2000]), 400, "bad_audio")
+    assert "too short" in json_error(_emotion(api, wav_bytes(tone(200, 0.05))), 400, "bad_audio")
+    assert "too long" in json_error(_emotion(api, wav_bytes(tone(200, 12.0), sr=8000, subtype="PCM_U8")), 413,
                                 "audio_too_long")  # 12 s > --max-seconds 10, small enough for the body limit
-    assert "over the limit" in _error(_emotion(api, b"\0" * (1 << 20) + b"x"), 413, "request_too_large")
-    assert "'nope'" in _error(_emotion(api, speech[0], "nope"), 404, "unknown_speaker")
-    assert "'nope'" in _error(_enroll(api, "nope", speech[0], "joy"), 404, "unknown_speaker")
-    msg = _error(_enroll(api, "errs", speech[0], "grumpy"), 422, "unknown_label")
+    assert "over the limit" in json_error(_emotion(api, b"\0" * (1 << 20) + b"x"), 413, "request_too_large")
+    assert "'nope'" in json_error(_emotion(api, speech[0], "nope"), 404, "unknown_speaker")
+    assert "'nope'" in json_error(_enroll(api, "nope", speech[0], "joy"), 404, "unknown_speaker")
+    msg = json_error(_enroll(api, "errs", speech[0], "grumpy"), 422, "unknown_label")
     assert "'grumpy'" in msg and "neutral, anger, joy, sadness, fear, disgust, surprise" in msg
-    _error(_enroll(api, "errs", speech[0], "boredom"), 422, "unknown_label")  # canonical, but not in this model
-    _error(api.post(f"{api.base}/v1/speakers", data="{", headers={"Content-Type": "application/json"}), 422,
+    json_error(_enroll(api, "errs", speech[0], "boredom"), 422, "unknown_label")  # canonical, but not in this model
+    json_error(api.post(f"{api.base}/v1/speakers", data="{", headers={"Content-Type": "application/json"}), 422,
            "invalid_request")
-    _error(api.post(f"{api.base}/v1/speakers", json={"id": "no spaces/allowed"}), 422, "invalid_request")
-    _error(api.post(f"{api.base}/v1/speakers/errs/enrollments", files={"file": ("u.wav", speech[0])}), 422,
+    json_error(api.post(f"{api.base}/v1/speakers", json={"id": "no spaces/allowed"}), 422, "invalid_request")
+    json_error(api.post(f"{api.base}/v1/speakers/errs/enrollments", files={"file": ("u.wav", speech[0])}), 422,
            "invalid_request")  # no label
     assert api.get(f"{api.base}/v1/speakers/errs").json()["n_enrollments"] == 0  # nothing was stored
 
@@ -106,7 +101,7 @@ def test_enrollment_limit_is_a_conflict(api, server, speech):
     api.post(f"{api.base}/v1/speakers", json={"id": "full"}).raise_for_status()
     for i in range(limit):
         assert _enroll(api, "full", speech[i % 8], LABELS[i % 7]).status_code == 201
-    assert "at most" in _error(_enroll(api, "full", speech[0], "joy"), 409, "conflict")
+    assert "at most" in json_error(_enroll(api, "full", speech[0], "joy"), 409, "conflict")
     assert api.delete(f"{api.base}/v1/speakers/full").json()["n_enrollments_deleted"] == limit
 
 
@@ -143,7 +138,7 @@ def test_every_endpoint_rejects_missing_or_wrong_key(api, server, speech):
         for headers in ({}, {"Authorization": "Bearer esk-wrong"}, {"X-API-Key": "esk-wrong"},
                         {"Authorization": "Basic dGVzdHM6eA=="}):
             r = requests.request(method, url, headers=headers, **bodies.get(path, {}))
-            _error(r, 401, "unauthorized")
+            json_error(r, 401, "unauthorized")
             assert r.headers["WWW-Authenticate"] == "Bearer"
     # nothing was written
     assert api.get(f"{server.url}/v1/speakers/keyed/enrollments").json()["data"][0]["id"] == eid
@@ -159,7 +154,7 @@ def test_web_page_and_spec_are_served(server):
     assert "getUserMedia" in requests.get(server.url + "/static/app.js").text
     spec = requests.get(server.url + "/openapi.json").json()
     assert spec["components"]["schemas"]["EmotionResult"]["required"] >= ["label", "probabilities"]
-    assert _error(requests.get(server.url + "/v1/nothing-here"), 404, "http_error")
+    assert json_error(requests.get(server.url + "/v1/nothing-here"), 404, "http_error")
 
 
 @pytest.mark.parametrize("fmt", ["FLOAT", "PCM_24"])

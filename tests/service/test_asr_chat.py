@@ -21,6 +21,7 @@ from emoslm.service.chat import (
     load_streaming_chat_backend,
 )
 from emoslm.service.testing import speech_wav, tone, wav_bytes
+from tests.service.checks import json_error
 
 QUESTION = "What is the capital of France"
 
@@ -54,13 +55,6 @@ def _chat(api, messages, **kw) -> requests.Response:
     return api.post(f"{api.base}/v1/chat/completions", json={"model": "emoslm", "messages": messages, **kw},
                     timeout=120)
 
-
-def _error(r: requests.Response, status: int, type_: str) -> str:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    body = r.json()
-    assert set(body) == {"error"} and body["error"]["type"] == type_, body
-    return body["error"]["message"]
 
 
 def test_an_audio_only_turn_is_transcribed_and_the_llm_answers_its_words(client, question, local_llm,
@@ -119,8 +113,8 @@ def test_the_prompt_puts_the_words_where_the_audio_was():
     ({"type": "audio_url", "audio_url": {"url": "data:audio/wav;base64"}}, 400, "no comma"),
     ({"type": "audio_url", "audio_url": {"url": "data:audio/wav;base64,AAAA"}}, 400, "not a readable audio file"),
 ])
-def test_a_malformed_part_gets_a_short_clear_error(api, part, status, needle):
-    msg = _error(_chat(api, [{"role": "user", "content": [part]}]), status,
+def test_a_malformed_part_gets_a_short_clearjson_error(api, part, status, needle):
+    msg = json_error(_chat(api, [{"role": "user", "content": [part]}]), status,
                  "invalid_request" if status == 422 else "bad_audio")
     assert needle in msg and len(msg) < 200, msg
     for noise in ("union", "tagged", "function-", "input_value", "pydantic", "Traceback"):
@@ -128,9 +122,9 @@ def test_a_malformed_part_gets_a_short_clear_error(api, part, status, needle):
 
 
 def test_malformed_messages_get_short_errors(api):
-    msg = _error(_chat(api, [{"role": "user", "content": 5}]), 422, "invalid_request")
+    msg = json_error(_chat(api, [{"role": "user", "content": 5}]), 422, "invalid_request")
     assert "content must be a string" in msg and len(msg) < 150, msg
-    msg = _error(_chat(api, [{"role": "robot", "content": "hi"}]), 422, "invalid_request")
+    msg = json_error(_chat(api, [{"role": "robot", "content": "hi"}]), 422, "invalid_request")
     assert "role" in msg and len(msg) < 200, msg
 
 
@@ -197,6 +191,6 @@ def test_a_huge_prompt_is_refused_before_tokenising(api, server):
     r = _chat(api, [{"role": "system", "content": "x" * (limit // 2)},
                     {"role": "user", "content": [{"type": "text", "text": "y" * (900_000 - limit // 2)}]}])
     elapsed = time.perf_counter() - t0
-    msg = _error(r, 400, "context_length_exceeded")
+    msg = json_error(r, 400, "context_length_exceeded")
     assert f"the limit is {limit}" in msg and elapsed < 5, (msg, elapsed)
     assert _chat(api, [{"role": "user", "content": "hi " * 200}], max_tokens=2).status_code == 200

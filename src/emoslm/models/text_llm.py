@@ -148,15 +148,22 @@ class LLMChatBackend:
         text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    @torch.no_grad()
-    def reply(self, messages: list[dict[str, str]], emotion: EmotionCue | None, max_tokens: int | None = None,
-              temperature: float = 0.0) -> Reply:
+    def prompt(self, messages: list[dict[str, str]], emotion: EmotionCue | None,
+               max_tokens: int | None = None) -> tuple[torch.Tensor, int]:
+        """The prompt's token ids [1, T] and the new-token limit; ContextLengthError when they exceed the
+        model's context."""
         ids = torch.tensor([self._prompt_ids(with_emotion(messages, emotion, self.prompt_style))])
         limit = max_tokens or self.max_new_tokens
         n_ctx = getattr(self.model.config, "max_position_embeddings", None)
         if n_ctx is not None and ids.shape[1] + limit > n_ctx:
             raise ContextLengthError(f"the conversation takes {ids.shape[1]} tokens; with {limit} new tokens it "
                                      f"exceeds the model's context of {n_ctx} tokens")
+        return ids, limit
+
+    @torch.no_grad()
+    def reply(self, messages: list[dict[str, str]], emotion: EmotionCue | None, max_tokens: int | None = None,
+              temperature: float = 0.0) -> Reply:
+        ids, limit = self.prompt(messages, emotion, max_tokens)
         sampling = generation_options(temperature, self.repetition_penalty)
         with self._lock:
             out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=limit,

@@ -428,12 +428,7 @@ class StreamingLLMChatBackend(LLMChatBackend):
     def prepare(self, messages: list[dict[str, str]], emotion: EmotionCue | None, max_tokens: int | None = None,
                 temperature: float = 0.0) -> _Generation:
         """Tokenise and check the context length (ContextLengthError), before any response is started."""
-        ids = torch.tensor([self._prompt_ids(with_emotion(messages, emotion, self.prompt_style))])
-        limit = max_tokens or self.max_new_tokens
-        n_ctx = getattr(self.model.config, "max_position_embeddings", None)
-        if n_ctx is not None and ids.shape[1] + limit > n_ctx:
-            raise ContextLengthError(f"the conversation takes {ids.shape[1]} tokens; with {limit} new tokens it "
-                                     f"exceeds the model's context of {n_ctx} tokens")
+        ids, limit = self.prompt(messages, emotion, max_tokens)
         return _Generation(ids, limit, generation_options(temperature, self.repetition_penalty))
 
     def finish(self, gen: _Generation, new: list[int]) -> Reply:
