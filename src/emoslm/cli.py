@@ -492,7 +492,8 @@ def cmd_dual_info(a: argparse.Namespace) -> int:
                           f"{a.steps!r}") from None
     run = DualInfoRun(data=a.data, conversations=a.conversations, runs=a.runs, steps=steps, minutes=a.minutes,
                       test_utterances=a.test_utterances, test_conversations=a.test_conversations,
-                      judge=a.judge, judge_base_url=a.judge_base_url, judge_model=a.judge_model, threads=a.threads,
+                      judge=a.judge, judge_base_url=a.judge_base_url, judge_model=a.judge_model,
+                      judge_check_pairs=a.judge_check_pairs, threads=a.threads,
                       extra=a.set or [])
     models = dict(m.split("=", 1) if "=" in m else (Path(m).name, m) for m in a.models)
     if not models:
@@ -779,6 +780,9 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--test-utterances", type=int, default=40)
     di.add_argument("--test-conversations", type=int, default=20)
     add_backend_options(di, "judge", prefix="judge")
+    di.add_argument("--judge-check-pairs", type=int, default=20, metavar="N",
+                    help="relevant/irrelevant reply pairs the judge must rank (>= 80 %% right) before Table IV "
+                         "prints its scores; there is no way to skip the check")
     add_threads_option(di, 2)
     add_set_option(di, "a recipe value of every stage")
     di.set_defaults(fn=cmd_dual_info)

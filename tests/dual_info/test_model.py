@@ -304,6 +304,12 @@ def test_three_stages_and_tables_end_to_end(corpus, conversations, tmp_path):
     assert len(res["table4"]) == 4 and all(r["n"] == 2 for r in res["table4"].values())
     md = to_markdown(res)
     assert "Table I" in md and "Table III" in md and "Table IV" in md
+    # the judge is checked before Table IV; the tiny data has one test conversation, so no relevant/irrelevant
+    # pair, and a judge that could not be checked gets no scores printed
+    check = res["judge_check"]
+    assert check["judge"] == "emoslm-tiny-llama, probability" and check["n"] == 0 and not check["passed"]
+    assert "could not be checked" in md and "| System | SIM | n |" in md and "| Content |" not in md
+    assert json.loads((runs / "results.json").read_text())["judge_check"]["wins"] == check["wins"]
     html = (runs / "report.html").read_text()
     assert "Table IV" in html and "P-Embs" in html
     # a second call trains nothing again

@@ -1,6 +1,7 @@
 """E-chat (paper 003): layer weighting, loss mixing, frozen parameters per stage, HF speech encoders, the dialogue
-dataset builder (SmolLM2-free: tiny-llama and an OpenAI-compatible stub as response writers), and a tiny
-end-to-end run: dataset -> stage 1 -> stage 2 -> chat (API and CLI) -> evaluation against the cascade -> report."""
+dataset builder (SmolLM2-free: tiny-llama and an OpenAI-compatible stub as response writers) and its splits
+(disjoint by question and by speaker; stage 1 never trains on a test question), and a tiny end-to-end run:
+dataset -> stage 1 -> stage 2 -> chat (API and CLI) -> evaluation against the cascade -> report."""
 
 from __future__ import annotations
 
@@ -25,12 +26,16 @@ from emoslm.echat.model import (
 )
 from emoslm.echat.dialogue import (
     PRESETS,
+    SPLIT_PROTOCOL,
+    SPLIT_SHARE,
     build_dialogue_dataset,
     load_manifest,
     plan_entries,
     question_bank,
     respond,
 )
+from emoslm.echat.recipe import EChatRecipe, EChatRecipeConfig, check_no_test_questions
+from emoslm.errors import EmoslmError
 from emoslm.models.text_llm import OpenAIChatBackend, load_backend
 from emoslm.synth.sentences import EMOTION_WORDS
 
@@ -205,13 +210,66 @@ def test_questions_do_not_give_the_emotion_away_and_repeat_with_several_emotions
     for q in qs:
         words = set(q.lower().replace(",", " ").replace(".", " ").replace("?", " ").split())
         assert not words & EMOTION_WORDS, q
-    entries = plan_entries(PRESETS["demo"], ["a", "b"])
+    entries = plan_entries(PRESETS["demo"], speakers(12))
     per_q: dict[str, set] = {}
     for e in entries:
         per_q.setdefault(e.question, set()).add(e.emotion)
     assert max(len(v) for v in per_q.values()) >= 2
     assert {e.emotion for e in entries} == {"neutral", "joy", "fear", "anger", "sadness"}
     assert {e.split for e in entries} == {"train", "valid", "test"}
+
+
+def speakers(n: int) -> list[str]:
+    return [f"spk{i:02d}" for i in range(n)]
+
+
+def splits_of(entries, key: str) -> dict[str, set[str]]:
+    """The splits each value of ``key`` (question or speaker) appears in."""
+    out: dict[str, set[str]] = {}
+    for e in entries:
+        out.setdefault(getattr(e, key), set()).add(e.split)
+    return out
+
+
+@pytest.mark.parametrize("preset", ["tiny", "demo"])
+def test_splits_share_no_question_and_no_speaker(preset):
+    cfg = PRESETS[preset]
+    entries = plan_entries(cfg, speakers(cfg.n_speakers))
+    for key in ("question", "speaker"):
+        shared = {v: s for v, s in splits_of(entries, key).items() if len(s) > 1}
+        assert not shared, f"{preset}: {key}s in several splits: {shared}"
+    by_split = {s: [e for e in entries if e.split == s] for s in SPLIT_SHARE}
+    assert all(by_split.values()), {s: len(v) for s, v in by_split.items()}
+    assert {e.speaker for e in entries} == set(speakers(cfg.n_speakers))  # every pool speaker speaks
+    if preset == "demo":  # questions per split close to the paper's 143k/12k/23k proportions
+        n_q = len({e.question for e in entries})
+        for split, share in SPLIT_SHARE.items():
+            assert abs(len({e.question for e in by_split[split]}) / n_q - share) < 0.05, split
+        assert len({e.speaker for e in by_split["test"]}) == 2
+    # a question keeps all its emotions in its split: several emotions of one question are in one split
+    assert max(len({e.emotion for e in entries if e.question == q}) for q in splits_of(entries, "question")) >= 2
+
+
+def test_splits_are_seeded_and_do_not_change_the_responses_needed():
+    from dataclasses import replace
+
+    cfg = PRESETS["demo"]
+    entries = plan_entries(cfg, speakers(12))
+    assert entries == plan_entries(cfg, speakers(12))
+    other_seed = plan_entries(replace(cfg, seed=1), speakers(12))
+    assert [e.split for e in other_seed] != [e.split for e in entries]
+    # the response cache is keyed by (question, emotion): other speakers must not ask for other responses
+    assert [(e.question, e.emotion) for e in plan_entries(cfg, speakers(5))] == [(e.question, e.emotion)
+                                                                               for e in entries]
+
+
+def test_too_few_questions_or_speakers_is_a_clear_error():
+    from dataclasses import replace
+
+    with pytest.raises(EmoslmError, match="at least 3 speakers, one for each of the splits train/valid/test"):
+        plan_entries(PRESETS["tiny"], speakers(2))
+    with pytest.raises(EmoslmError, match="at least 3 questions"):
+        plan_entries(replace(PRESETS["tiny"], n_questions=2), speakers(3))
 
 
 class _StubChat(BaseHTTPRequestHandler):
@@ -254,13 +312,54 @@ def test_dataset_has_four_fields_splits_and_table1(dataset):
     assert all(Path(r["audio"]).is_file() and r["duration"] > 0.3 for r in rows)
     assert {r["emotion_word"] for r in rows} <= {"cheerful", "fearful", "angry", "sad", "neutral"}
     stats = json.loads((dataset / "stats.json").read_text())
-    assert sum(stats["splits"].values()) == len(rows) and stats["speakers"] == 2
+    assert sum(stats["splits"].values()) == len(rows) and stats["speakers"] == 3
+    assert stats["split_protocol"] == SPLIT_PROTOCOL == "disjoint by question and by speaker"
+    assert stats["split_speakers"] == {"train": 1, "valid": 1, "test": 1}
+    assert sum(stats["split_questions"].values()) == stats["questions"] == 6
     assert stats["table1"][-1]["entries"] == len(rows)
     assert sum(r["entries"] for r in stats["table1"][:-1]) == len(rows)
     assert "| Sum |" in (dataset / "table1.md").read_text()
     mtime = (dataset / "responses.jsonl").stat().st_mtime_ns
     build_dialogue_dataset(dataset, "tiny", backend=load_backend("tiny-llama"), workers=1, progress=False)
     assert (dataset / "responses.jsonl").stat().st_mtime_ns == mtime  # cached: nothing regenerated
+
+
+def test_stage1_trains_on_no_test_question(dataset):
+    cfg = EChatRecipeConfig(data=str(dataset), stage=1, model=TINY_MODEL, asr_corpus=None)
+    recipe = EChatRecipe(cfg)
+    recipe.setup()
+    rows = load_manifest(dataset)
+    trained = {s.target for s in recipe.train_set}
+    assert trained == {r["question"] for r in rows if r["split"] == "train"}
+    assert {s.target for s in recipe.valid_set} == {r["question"] for r in rows if r["split"] == "valid"}
+    assert not trained & {r["question"] for r in rows if r["split"] == "test"}
+
+
+def test_a_test_question_in_stage1_data_is_refused(dataset):
+    test_rows = load_manifest(dataset, "test")
+    train_questions = [r["question"] for r in load_manifest(dataset, "train")]
+    check_no_test_questions(train_questions, test_rows, str(dataset))
+    said_otherwise = test_rows[0]["question"].upper().rstrip("?.")  # the same words, other case and punctuation
+    with pytest.raises(EmoslmError, match="stage 1 would train on 1 test question"):
+        check_no_test_questions([*train_questions, said_otherwise], test_rows, str(dataset))
+
+
+def test_data_with_overlapping_splits_is_refused(dataset, tmp_path):
+    rows = load_manifest(dataset)
+    train_row = next(r for r in rows if r["split"] == "train")
+    test_row = next(r for r in rows if r["split"] == "test")
+    # what entry-random splits made: a training question said again, by a training speaker, in the test split
+    old = [{**r, "question": train_row["question"], "speaker": train_row["speaker"]} if r is test_row else r
+           for r in rows]
+    old_dir = tmp_path / "old"
+    old_dir.mkdir()
+    (old_dir / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    expected = (r"1 question\(s\) in more than one split.*1 speaker\(s\) in more than one split.*"
+                rf"emoslm synth dialogue --out {old_dir}")
+    with pytest.raises(EmoslmError, match=expected):
+        load_manifest(old_dir, "test")
+    with pytest.raises(EmoslmError, match="the splits overlap"):
+        EChatRecipe(EChatRecipeConfig(data=str(old_dir), stage=1, model=TINY_MODEL, asr_corpus=None)).setup()
 
 
 # ------------------------------------------------------------------------------------------------ end to end

@@ -163,6 +163,19 @@ def test_echat_stages_reused_only_with_the_same_settings(tmp_path, monkeypatch, 
     pipeline.train_stages(replace(run, minutes=3.0))  # the time cap changes where a stage stops
     assert fake_recipe.calls == ["stage1", "stage2"]
 
+    # the same settings on rebuilt data (other splits, other responses): both stages are trained again
+    data = tmp_path / "echat_data"
+    data.mkdir()
+    (data / "manifest.jsonl").write_text('{"question": "q1", "speaker": "s1", "split": "train"}\n')
+    on_data = replace(run, data=str(data))
+    pipeline.train_stages(on_data)
+    fake_recipe.calls.clear()
+    pipeline.train_stages(on_data)
+    assert fake_recipe.calls == []
+    (data / "manifest.jsonl").write_text('{"question": "q2", "speaker": "s1", "split": "train"}\n')
+    pipeline.train_stages(on_data)
+    assert fake_recipe.calls == ["stage1", "stage2"]
+
 
 class _Stop(Exception):
     pass

@@ -7,7 +7,8 @@
 - Table III: WER (and CER) of ASR with P&L-Embs, with L-Embs only and with P-Embs only.
 - Table IV: the conversation test examples answered by each system, scored by an LLM judge on content and
   style (CS, 1-5) and the EGS rubric C1-C4 (0-10) (:mod:`emoslm.dual_info.judge`), plus SIM, the sentence
-  similarity to the reference reply (the frozen LLM's reply to the true text and caption).
+  similarity to the reference reply (the frozen LLM's reply to the true text and caption). The judge's scores
+  are reported only when it passed its sanity check (:mod:`emoslm.dual_info.judge_sanity`).
 
 Every prompt of the test sets is drawn with a fixed seed, so two models see the same questions.
 """
@@ -22,11 +23,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from emoslm.dual_info.conversations import clean_reply
-from emoslm.dual_info.judge import METRICS
+from emoslm.dual_info.judge import METRICS, ReplyJudge
+from emoslm.dual_info.judge_sanity import SanityPair, checked_judge_table, judge_sanity, verdict
 from emoslm.dual_info.model import DualInfoSLM, Example
 from emoslm.dual_info.recipe import asr_example, attribute_example, conversation_example
 from emoslm.dual_info.tasks import ATTRIBUTE_TASKS
-from emoslm.metrics.text import error_rates
+from emoslm.metrics.text import SentenceSimilarity, error_rates
 from emoslm.models.reply_cache import ReplyCache
 from emoslm.reporting import CSS, TableData, html_table, md_table
 
@@ -115,6 +117,20 @@ def text_llm_replies(backend, rows: Sequence[Mapping[str, Any]], max_tokens: int
     return out
 
 
+def table_iv_results(examples: Sequence[Mapping[str, Any]], replies: Mapping[str, Sequence[str]],
+                     judge: ReplyJudge, sanity_pairs: Sequence[SanityPair], reference: str,
+                     sim: SentenceSimilarity | None = None, progress: bool = True) -> dict[str, Any]:
+    """Table IV's part of the results: ``judge_check``, the judge's sanity check on ``sanity_pairs``
+    (:func:`~emoslm.dual_info.judge_sanity.judge_sanity`), run first; ``table4``, each system's judge scores
+    (only when the judge passed) and, with ``sim``, its SIM to the replies of system ``reference``."""
+    check = judge_sanity(judge, sanity_pairs)
+    table = checked_judge_table(examples, replies, judge, check, progress=progress)
+    if sim is not None:
+        for name, rs in replies.items():
+            table[name]["sim"] = sim(rs, replies[reference])
+    return {"judge_check": check.to_dict(), "table4": table}
+
+
 # ------------------------------------------------------------------------------------------------ tables
 
 
@@ -153,18 +169,26 @@ def table_iii(results: Mapping[str, Any]):
 
 
 def table_iv(results: Mapping[str, Any]):
-    t4 = results["table4"]
+    """Table IV: the judge's scores only when the judge passed its sanity check (``results["judge_check"]``,
+    :mod:`emoslm.dual_info.judge_sanity`); otherwise SIM alone, and the check's verdict in place of the scores."""
+    t4, check = results["table4"], results.get("judge_check")
+    first = next(iter(t4.values()), {})
+    sim_note = ("SIM: sentence similarity (MiniLM) to the reference reply, the frozen LLM's reply to the true text "
+                "and speaking-style caption.")
+    say = verdict(check)
+    if not (check and check["passed"]):
+        rows = [[name, f"{r['sim']:.1f}" if "sim" in r else "-", str(r["n"])] for name, r in t4.items()]
+        return TableData("Table IV: conversations (no judge scores)", ["System", "SIM", "n"], rows,
+                         caption=f"No judge scores: {say}. {sim_note}")
     rows = []
     for name, r in t4.items():
         rows.append([name, *["-" if math.isnan(r[m]) else f"{r[m]:.2f}" for m in METRICS],
                      f"{r['sim']:.1f}" if "sim" in r else "-", f"{r['n_parsed']}/{r['n']}"])
-    first = next(iter(t4.values()), {})
     return TableData(f"Table IV: conversations, judge {first.get('judge', '?')} "
                      f"(prompts {first.get('prompts_version', '?')})",
                      ["System", "Content", "Style", "C1", "C2", "C3", "C4", "SIM", "parsed/n"], rows,
-                     caption="CS scores 1-5, EGS C1-C4 0-10 (means over parsed judgements); SIM: sentence "
-                             "similarity (MiniLM) to the reference reply, the frozen LLM's reply to the true text "
-                             "and speaking-style caption.")
+                     caption=f"CS scores 1-5, EGS C1-C4 0-10 (means over parsed judgements); {sim_note} The "
+                             f"{say}.")
 
 
 def result_tables(results: Mapping[str, Any]) -> list:

@@ -11,7 +11,9 @@ the version is recorded in every result and is part of the cache key. The judge 
 parse rate is reported with every table -- or an OpenAI-compatible endpoint (``OpenAIChatBackend``). Every
 judge output is kept raw, cached in a resumable JSONL file (:class:`~emoslm.models.reply_cache.ReplyCache`),
 and parsed leniently (a JSON object, else ``Content: 4``-style pairs); a score that cannot be read or lies
-outside its range is NaN, and means are taken over the parsed scores.
+outside its range is NaN, and means are taken over the parsed scores. Table IV prints a judge's scores only
+after it passed the sanity check of :mod:`emoslm.dual_info.judge_sanity` (a relevant reply ranked above an
+irrelevant one on at least 80 % of pairs); the packaged SmolLM2 does not pass it.
 
 Note: the service's chat backends add their own system sentence ("You are a kind, helpful voice assistant...")
 after the judge's system message; the judge's instructions come first and the user message carries the task.
@@ -26,7 +28,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -205,6 +207,19 @@ class ProbabilityScorer:
             return out, answer + "}"
 
 
+class ReplyJudge(Protocol):
+    """What Table IV and its sanity check (:mod:`emoslm.dual_info.judge_sanity`) need of a judge: :class:`Judge`,
+    or any other scorer of a reply in its conversation."""
+
+    name: str
+    prompts_version: str
+    local: bool  # runs on this machine: False for an endpoint
+
+    def score(self, context: Sequence[Mapping[str, str]], user_turn: str, response: str) -> dict[str, Any]:
+        """``{"content", "style", "C1".."C4"}`` (floats, NaN where unparsed)."""
+        ...
+
+
 class Judge:
     """Scores a reply in its conversation with an LLM (CS and EGS prompts of ``prompts_version``).
 
@@ -227,6 +242,7 @@ class Judge:
         if method == "probability" and not local:
             raise EmoslmError("the probability judge needs a local model (an endpoint only returns text)")
         self.method = method
+        self.local = local
         self.scorer = ProbabilityScorer(backend.model, backend.tokenizer) if method == "probability" else None
 
     @property
@@ -271,10 +287,11 @@ class Judge:
                 "raw": {"cs": raw_cs, "egs": raw_egs}}
 
 
-def _user_turn(ex: Mapping[str, Any]) -> str:
+def spoken_turn(ex: Mapping[str, Any]) -> str:
+    """A conversation example's last user turn as the judge reads it: ``user_turn``, else the styled transcript of
+    ``text`` and ``attrs``."""
     if ex.get("user_turn"):
         return ex["user_turn"]
-
     return styled_transcript(ex["text"], ex.get("attrs") or {})
 
 
@@ -294,7 +311,7 @@ def aggregate(scores: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def judge_table(examples: Sequence[Mapping[str, Any]], responses: Mapping[str, Sequence[str]], judge: Judge,
+def judge_table(examples: Sequence[Mapping[str, Any]], responses: Mapping[str, Sequence[str]], judge: ReplyJudge,
                 progress: bool = True) -> dict[str, dict[str, Any]]:
     """Table IV: for each system, the judge's mean scores of its responses to ``examples``.
 
@@ -314,7 +331,7 @@ def judge_table(examples: Sequence[Mapping[str, Any]], responses: Mapping[str, S
     for name, rs in responses.items():
         per = []
         for ex, r in zip(examples, rs):
-            per.append({"id": ex.get("id"), **judge.score(ex.get("context") or [], _user_turn(ex), r)})
+            per.append({"id": ex.get("id"), **judge.score(ex.get("context") or [], spoken_turn(ex), r)})
             bar.update(1)
         table[name] = {**aggregate(per), "judge": judge.name, "prompts_version": judge.prompts_version,
                        "per_example": per}

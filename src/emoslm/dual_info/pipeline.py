@@ -10,7 +10,9 @@
 3. the evaluation (:mod:`emoslm.dual_info.evaluation`) of the stage-1 and final models: Table I (attributes, WA,
    with P&L-, P- and L-Embs), Table III (ASR, WER, with P&L-, L- and P-Embs) and Table IV (conversations: the
    judge's CS and EGS scores and SIM, for the final SLM, the stage-1 SLM, the frozen LLM reading the plain
-   transcript, and the reference replies).
+   transcript, and the reference replies), the judge's scores only when it first ranked a relevant reply above
+   an irrelevant one on at least 80 % of ``judge_check_pairs`` pairs (:mod:`emoslm.dual_info.judge_sanity`;
+   the check is in the results as ``judge_check``).
 """
 
 from __future__ import annotations
@@ -30,14 +32,15 @@ from emoslm.data.utterances import load_utterances
 from emoslm.dual_info import evaluation as ev
 from emoslm.dual_info import recipe
 from emoslm.dual_info.conversations import build_conversations, load_conversations
-from emoslm.dual_info.judge import Judge, judge_table
+from emoslm.dual_info.judge import Judge
+from emoslm.dual_info.judge_sanity import SANITY_PAIRS, pick_pairs, verdict
 from emoslm.dual_info.model import DualInfoSLM
 from emoslm.dual_info.recipe import (
     best_checkpoint,
     conversation_utterance,
     utterance_features,
 )
-from emoslm.errors import CheckpointError
+from emoslm.errors import CheckpointError, EmoslmError
 from emoslm.metrics.text import SentenceSimilarity
 from emoslm.models.frozen_speech import FeatureCache, build_frozen_encoder
 from emoslm.models.text_llm import load_backend
@@ -68,9 +71,15 @@ class DualInfoRun:
     judge: str = "smollm2"  # or "openai" with judge_base_url / judge_model
     judge_base_url: str | None = None
     judge_model: str | None = None
+    judge_check_pairs: int = SANITY_PAIRS  # relevant/irrelevant pairs the judge must rank before Table IV
     seed: int = 0
     progress: bool = True
     extra: list[str] = field(default_factory=list)  # --set overrides for every stage
+
+    def __post_init__(self):
+        if self.judge_check_pairs < 1:  # zero pairs would read as a way to skip the check: there is none
+            raise EmoslmError(f"judge_check_pairs must be at least 1 (the judge is always checked before Table IV), "
+                              f"got {self.judge_check_pairs}")
 
 
 def ensure_data(run: DualInfoRun) -> None:
@@ -181,16 +190,18 @@ def evaluate(run: DualInfoRun, models: dict[str, str | Path], judge_backend=None
         llm = load_backend(run.llm)
         replies["LLM, plain transcript (no speech)"] = ev.text_llm_replies(
             llm, convs, cache=Path(run.runs) / "text_llm_replies.jsonl", progress=run.progress)
-        replies["reference (LLM, true text + caption)"] = [r["response"] for r in convs]
+        reference = "reference (LLM, true text + caption)"
+        replies[reference] = [r["response"] for r in convs]
         if judge_backend is None:
             judge_backend = llm if run.judge == run.llm else load_backend(run.judge, run.judge_base_url,
                                                                             run.judge_model)
         judge = Judge(judge_backend, cache=Path(run.runs) / "judge_cache.jsonl")
-        res["table4"] = judge_table(convs, replies, judge, progress=run.progress)
-        sim = SentenceSimilarity()
-        refs = replies["reference (LLM, true text + caption)"]
-        for name, rs in replies.items():
-            res["table4"][name]["sim"] = sim(rs, refs)
+        # the judge must first tell a relevant reply from an irrelevant one (pairs from the whole test split,
+        # judged through the same cache) or Table IV reports no judge scores
+        pairs = pick_pairs(load_conversations(run.conversations, "test"), run.judge_check_pairs, run.seed)
+        res.update(ev.table_iv_results(convs, replies, judge, pairs, reference, SentenceSimilarity(),
+                                       progress=run.progress))
+        log.info("%s", verdict(res["judge_check"]))
         res["examples"] = [{"context": " / ".join(m["content"] for m in r["context"][-2:]),
                             "user (styled)": r["user_turn"], **{k: v[i] for k, v in replies.items()}}
                            for i, r in enumerate(convs[:10])]

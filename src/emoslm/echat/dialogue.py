@@ -8,9 +8,12 @@
   stronger model. The prompt is the voice service's (:func:`emoslm.models.text_llm.with_emotion`), so the
   cascade baseline with perfect ASR and emotion recognition reproduces these responses exactly.
 - The question spoken by the synthetic corpus's emotional TTS (:mod:`emoslm.synth.corpus`): speakers drawn
-  like the corpus's, emotion rendered relative to each speaker's baseline, one random speaker per entry.
-- Random train/valid/test splits (the paper's 143k/12k/23k proportions), ``manifest.jsonl`` with all fields,
-  ``stats.json`` and ``table1.md`` (the paper's Table 1).
+  like the corpus's, emotion rendered relative to each speaker's baseline, one speaker per entry.
+- Train/valid/test splits disjoint by question and by speaker (:data:`SPLIT_PROTOCOL`), in the paper's
+  143k/12k/23k proportions: every question text is in one split with all its emotions, every speaker in one
+  split's pool, so the test split is unseen questions in unseen voices and stage 1 (ASR on the training
+  questions) never hears a test question. ``manifest.jsonl`` with all fields, ``stats.json`` (with the split
+  protocol and the questions and speakers per split) and ``table1.md`` (the paper's Table 1).
 
 Output (``out_dir``)::
 
@@ -22,14 +25,16 @@ writes only the missing ones; audio is kept when its file exists.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing as mp
 import os
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -54,6 +59,10 @@ ECHAT = get_label_set("echat5")
 TABLE1_SHARE = {"joy": 0.38, "fear": 0.11, "anger": 0.17, "sadness": 0.20, "neutral": 0.14}
 #: Paper 003's split sizes (k entries): 143 train, 12 valid, 23 test.
 SPLIT_SHARE = {"train": 143 / 178, "valid": 12 / 178, "test": 23 / 178}
+#: How the splits are made (recorded in ``stats.json``, checked by :func:`check_disjoint`). Entry-random splits
+#: put the same question, said with another emotion, and the same voice in train and test, and stage 1 then
+#: learned to transcribe the test questions.
+SPLIT_PROTOCOL = "disjoint by question and by speaker"
 
 #: Questions and statements a user could say in any of the five emotions (Fig. 1, Fig. 3 style).
 _QUESTIONS = (
@@ -114,15 +123,15 @@ def question_bank(size: int) -> list[str]:
 @dataclass(frozen=True)
 class DialogueConfig:
     n_questions: int
-    n_speakers: int = 10
+    n_speakers: int = 12  # 9 train, 1 valid, 2 test: two test voices, one of each gender
     max_emotions_per_question: int = 3
     seed: int = 0
     max_tokens: int = 48
 
 
 PRESETS: dict[str, DialogueConfig] = {
-    "tiny": DialogueConfig(n_questions=6, n_speakers=2, max_tokens=16),  # tests: seconds
-    "demo": DialogueConfig(n_questions=60),  # ~120 entries: the benchmark, minutes on 1 CPU thread
+    "tiny": DialogueConfig(n_questions=6, n_speakers=3, max_tokens=16),  # tests: seconds; a speaker per split
+    "demo": DialogueConfig(n_questions=60),  # ~130 entries: the benchmark, minutes on 1 CPU thread
     "full": DialogueConfig(n_questions=1000),
 }
 
@@ -136,19 +145,74 @@ class Entry:
     split: str
 
 
+def split_sizes(n: int, what: str) -> dict[str, int]:
+    """How many of ``n`` questions or speakers (``what``) go to each split: :data:`SPLIT_SHARE`, at least one each."""
+    if n < len(SPLIT_SHARE):
+        raise EmoslmError(f"the dialogue data needs at least {len(SPLIT_SHARE)} {what}, one for each of the splits "
+                          f"{'/'.join(SPLIT_SHARE)} ({SPLIT_PROTOCOL}); got {n}")
+    held_out = {s: max(1, round(n * SPLIT_SHARE[s])) for s in ("valid", "test")}
+    return {"train": n - sum(held_out.values()), **held_out}  # train keeps >= 1 for any n >= 3
+
+
 def plan_entries(cfg: DialogueConfig, speakers: Sequence[str]) -> list[Entry]:
-    """(question, emotion) pairs with Table 1's emotion shares, a speaker each, random splits."""
-    rng = np.random.default_rng(cfg.seed)
+    """(question, emotion) pairs with Table 1's emotion shares, a speaker each, splits disjoint by question and by
+    speaker.
+
+    The questions are shuffled (seeded) into the splits whole, with all their emotions. The speakers are cut in
+    order into one pool per split (consecutive speakers alternate gender, so a pool of two has both), and an
+    entry's speaker comes from its split's pool, the pool's speakers taking turns in a seeded order. Emotions
+    have their own random stream, so split and speaker settings never change which (question, emotion)
+    responses are needed from the response cache.
+    """
+    questions = question_bank(cfg.n_questions)
+    question_counts = split_sizes(len(questions), "questions")
+    speaker_counts = split_sizes(len(speakers), "speakers")
+    emotion_rng = np.random.default_rng(cfg.seed)
+    split_rng = np.random.default_rng([cfg.seed, 2])
+
     labels = list(TABLE1_SHARE)
     share = np.array([TABLE1_SHARE[e] for e in labels])
-    entries = []
-    for q_i, q in enumerate(question_bank(cfg.n_questions)):
-        n = int(rng.integers(1, cfg.max_emotions_per_question + 1))
-        for e in rng.choice(labels, size=n, replace=False, p=share):
-            split = str(rng.choice(list(SPLIT_SHARE), p=list(SPLIT_SHARE.values())))
-            spk = speakers[int(rng.integers(len(speakers)))]
-            entries.append(Entry(f"echat_{q_i:05d}_{e}", q, str(e), spk, split))
-    return entries
+    pairs = []  # (question index, question, emotion)
+    for q_i, q in enumerate(questions):
+        n = int(emotion_rng.integers(1, cfg.max_emotions_per_question + 1))
+        pairs += [(q_i, q, str(e)) for e in emotion_rng.choice(labels, size=n, replace=False, p=share)]
+
+    shuffled = split_rng.permutation(len(questions))
+    split_of_question: dict[int, str] = {}
+    pools: dict[str, list[str]] = {}
+    q_start = s_start = 0
+    for split in SPLIT_SHARE:
+        split_of_question.update({int(i): split for i in shuffled[q_start:q_start + question_counts[split]]})
+        pools[split] = list(speakers[s_start:s_start + speaker_counts[split]])
+        q_start += question_counts[split]
+        s_start += speaker_counts[split]
+
+    speaker_of: dict[tuple[int, str], str] = {}
+    for split, pool in pools.items():
+        mine = [(q_i, e) for q_i, _, e in pairs if split_of_question[q_i] == split]
+        turns = split_rng.permutation(np.resize(np.arange(len(pool)), len(mine)))
+        speaker_of.update({key: pool[int(t)] for key, t in zip(mine, turns)})
+    return [Entry(f"echat_{q_i:05d}_{e}", q, e, speaker_of[(q_i, e)], split_of_question[q_i]) for q_i, q, e in pairs]
+
+
+def check_disjoint(rows: Sequence[Mapping[str, Any]], data_dir: str | Path | None = None) -> None:
+    """Raise :class:`~emoslm.errors.EmoslmError` when a question text or a speaker is in more than one split of
+    ``rows`` (manifest rows: ``question``, ``speaker``, ``split``), as in data built before the splits were
+    disjoint; rebuilding ``data_dir`` in place reuses its cached responses."""
+    overlaps = []
+    for key in ("question", "speaker"):
+        splits_of: dict[str, set[str]] = defaultdict(set)
+        for r in rows:
+            splits_of[r[key]].add(r["split"])
+        shared = sorted(v for v, splits in splits_of.items() if len(splits) > 1)
+        if shared:
+            overlaps.append(f"{len(shared)} {key}(s) in more than one split, e.g. {shared[0]!r} in "
+                            f"{'/'.join(sorted(splits_of[shared[0]]))}")
+    if overlaps:
+        raise EmoslmError(f"{data_dir or 'the planned entries'}: the splits overlap ({'; '.join(overlaps)}); they "
+                          f"must be {SPLIT_PROTOCOL}, or the test split scores questions and voices seen in "
+                          f"training (data made by an older emoslm). Rebuild it with `emoslm synth dialogue --out "
+                          f"{data_dir or 'DIR'}` (same --preset; its cached responses are reused)")
 
 
 # ------------------------------------------------------------------------------------------------ responses
@@ -258,6 +322,7 @@ def build_dialogue_dataset(out_dir: str | Path, preset: str | DialogueConfig = "
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     entries = plan_entries(cfg, [f"echat_spk{i + 1:02d}" for i in range(cfg.n_speakers)])
+    check_disjoint([asdict(e) for e in entries])
     responses = write_responses(entries, backend or load_backend("smollm2"), out / "responses.jsonl",
                                 cfg.max_tokens, progress)
     t_resp = time.perf_counter() - t0
@@ -272,17 +337,31 @@ def build_dialogue_dataset(out_dir: str | Path, preset: str | DialogueConfig = "
     (out / "table1.md").write_text(table1_markdown(t1) + "\n")
     stats = {"config": asdict(cfg), "entries": len(rows), "questions": len({r["question"] for r in rows}),
              "speakers": len({r["speaker"] for r in rows}),
-             "splits": {s: sum(r["split"] == s for r in rows) for s in SPLIT_SHARE}, "table1": t1,
+             "splits": {s: sum(r["split"] == s for r in rows) for s in SPLIT_SHARE},
+             "split_protocol": SPLIT_PROTOCOL,
+             "split_questions": {s: len({r["question"] for r in rows if r["split"] == s}) for s in SPLIT_SHARE},
+             "split_speakers": {s: len({r["speaker"] for r in rows if r["split"] == s}) for s in SPLIT_SHARE},
+             "table1": t1,
              "seconds": round(time.perf_counter() - t0, 1), "response_seconds": round(t_resp, 1)}
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     return stats
 
 
 def load_manifest(data_dir: str | Path, split: str | None = None) -> list[dict[str, Any]]:
-    """The rows of ``manifest.jsonl`` (of one split when given)."""
+    """The rows of ``manifest.jsonl`` (of one split when given); data whose splits overlap is refused
+    (:func:`check_disjoint`)."""
     path = Path(data_dir) / "manifest.jsonl"
     if not path.is_file():
         raise EmoslmError(f"{path} is missing: build the dataset with `emoslm synth dialogue --out {data_dir}`")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    check_disjoint(rows, data_dir)
     return [r for r in rows if split is None or r["split"] == split]
+
+
+def manifest_digest(data_dir: str | Path) -> str | None:
+    """``sha256:`` and 16 hex digits of the data's ``manifest.jsonl`` (None when there is none): recorded in a
+    training run's settings, so that a run trained on other data (other splits, other responses) is not
+    reused."""
+    path = Path(data_dir) / "manifest.jsonl"
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
 

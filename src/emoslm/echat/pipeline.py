@@ -3,7 +3,7 @@
     emoslm run echat [--profile tiny|demo|long] [--set steps=300 ...]
 
 1. the dialogue dataset (:func:`emoslm.echat.dialogue.build_dialogue_dataset`; responses by the packaged SmolLM2,
-   cached);
+   cached; splits disjoint by question and by speaker);
 2. stage 1 (ASR on the dataset's training questions + a prepared corpus's transcripts) and stage 2 (emotional-
    response SFT), each capped at ``steps`` steps and ``minutes`` minutes; the fbank encoder may start from a
    trained SER encoder (``encoder_init``, e.g. the demo's ``runs/demo/bundle/encoder``);
@@ -27,7 +27,7 @@ from emoslm.config import load_config
 from emoslm.echat import recipe
 from emoslm.echat.api import EChat
 from emoslm.echat.cascade import Cascade, WhisperASR
-from emoslm.echat.dialogue import build_dialogue_dataset
+from emoslm.echat.dialogue import build_dialogue_dataset, manifest_digest
 from emoslm.echat.evaluation import evaluate_echat, to_markdown, write_report
 from emoslm.echat.recipe import best_checkpoint
 from emoslm.models.text_llm import load_backend
@@ -55,15 +55,18 @@ class EChatRun:
 
 def train_stages(run: EChatRun) -> dict[int, dict[str, Any]]:
     """Stages 1 and 2. A finished stage is reused only when its recorded settings are the ones about to run
-    (:func:`emoslm.training.reuse.check_run`); a stage of other settings is trained again (the log says which keys
-    differ), an unfinished one of the same settings is resumed by the trainer."""
+    (:func:`emoslm.training.reuse.check_run`), the data's manifest digest included (a stage trained on data
+    rebuilt since, e.g. with other splits, is not reused); a stage of other settings is trained again (the log
+    says which keys differ), an unfinished one of the same settings is resumed by the trainer."""
     runs = Path(run.runs)
     encoder: dict[str, Any] = {"kind": "fbank", "preset": "tiny"}
     if run.encoder_init and Path(run.encoder_init).is_dir():
         encoder = {"kind": "fbank", "init": str(run.encoder_init)}
     minutes = "null" if run.minutes is None else run.minutes
-    common = [f"data={run.data}", f"train.max_steps={run.steps}", f"train.max_minutes={minutes}",
-              f"train.eval_every={min(50, run.steps)}", f"train.save_every={min(50, run.steps)}",
+    digest = manifest_digest(run.data)
+    common = [f"data={run.data}", f"data_digest={digest or 'null'}", f"train.max_steps={run.steps}",
+              f"train.max_minutes={minutes}", f"train.eval_every={min(50, run.steps)}",
+              f"train.save_every={min(50, run.steps)}",
               f"train.progress={run.progress}", f"threads={run.threads}", "model.stack=4",
               f"model.encoder={json.dumps(encoder)}", f"model.llm.name={run.llm}", *run.extra]
     summaries = {}
@@ -128,7 +131,7 @@ def summary_markdown(out: dict[str, Any], cfg: EChatRun) -> str:
         "# E-chat (paper 003) vs the ParalinGPT-style cascade, embedded dialogue data", "",
         f"Dataset (`emoslm synth dialogue --preset {cfg.dialogue_preset}`, responses by {cfg.backend} told the true "
         f"emotion; {stats['entries']} entries, {stats['questions']} questions, {stats['speakers']} espeak-ng "
-        f"speakers, splits {stats['splits']}):", "", out["table1"].rstrip(), "",
+        f"speakers, splits {stats['splits']}, {stats['split_protocol']}):", "", out["table1"].rstrip(), "",
         f"E-chat: fbank encoder (init {cfg.encoder_init}) -> 2 softmax layer weightings -> 4-layer transformer "
         f"connector -> frozen {cfg.llm}. CPU budget: {cfg.threads} torch thread(s), each stage capped at "
         f"{cfg.steps} steps (batch 8)" + (f" and {cfg.minutes:g} min." if cfg.minutes else "."), "",

@@ -2,13 +2,16 @@
 
 - ``stage: 1`` (ASR): encoder + speech layer weighting + connection module trainable, LLM frozen, alpha = 0,
   prompt "Transcribe the speech."; data: the dialogue dataset's training questions, plus an optional prepared
-  corpus with transcripts (``asr_corpus``, e.g. the synthetic corpus ``data/synth_demo``);
+  corpus with transcripts (``asr_corpus``, e.g. the synthetic corpus ``data/synth_demo``); a transcript equal
+  to a test question is refused (:func:`check_no_test_questions`);
 - ``stage: 2`` (emotional-response SFT on the dialogue dataset): connection module + emotion weighting, pooling,
   projection and head trainable; encoder and LLM frozen; loss ``(1 - alpha) L_decoder + alpha L_emotion`` with
   alpha = 0.1; ``init_from`` the stage-1 checkpoint.
 
-Every utterance's encoder input is computed once. The dev score is minus the teacher-forced decoder loss on the
-valid split (cheap; the generated responses are scored by :func:`emoslm.echat.evaluation.evaluate_echat`).
+The dialogue data's splits must be disjoint by question and by speaker (:func:`~emoslm.echat.dialogue.load_manifest`
+refuses data made with entry-random splits). Every utterance's encoder input is computed once. The dev score is
+minus the teacher-forced decoder loss on the valid split (cheap; the generated responses are scored by
+:func:`emoslm.echat.evaluation.evaluate_echat`).
 
     emoslm train echat --config echat_stage1 [--set train.max_steps=...]
 """
@@ -23,7 +26,7 @@ import numpy as np
 
 from emoslm.audio import load_audio
 from emoslm.data.manifests import load_prepared
-from emoslm.echat.dialogue import load_manifest
+from emoslm.echat.dialogue import load_manifest, manifest_digest
 from emoslm.echat.model import (
     ASR_PROMPT,
     RESPONSE_PROMPT,
@@ -31,6 +34,8 @@ from emoslm.echat.model import (
     EChatModel,
     Sample,
 )
+from emoslm.errors import EmoslmError
+from emoslm.metrics.text import normalize_text
 from emoslm.training.trainer import (
     TrainArgs,
     Trainer,
@@ -48,6 +53,9 @@ ALPHA = {1: 0.0, 2: 0.1}  # paper 003, Eq. 1
 @dataclass
 class EChatRecipeConfig:
     data: str = "data/echat_demo"
+    # manifest_digest(data) when set (the pipeline sets it): part of the run's recorded settings, so a stage
+    # trained on other data is not reused; the recipe refuses data that no longer matches it
+    data_digest: str | None = None
     out_dir: str = "runs/echat/stage1"
     stage: int = 1
     init_from: str | None = None  # stage 2 starts from the stage-1 checkpoint
@@ -76,12 +84,28 @@ def asr_samples(corpus: str, featurize, limit: int | None, seed: int) -> list[Sa
                                         duration=s.duration)), ASR_PROMPT, s.text) for s in sups]
 
 
+def check_no_test_questions(texts: list[str], test_rows: list[dict], data: str) -> None:
+    """Refuse stage-1 (ASR) training transcripts that are test questions of the dialogue data (compared lower
+    case, without punctuation): stage 1's CER/WER and E-chat's replies on the test split would be scored on
+    questions the model learned to transcribe."""
+    test_questions = {normalize_text(r["question"]) for r in test_rows}
+    leaked = sorted({t for t in texts if normalize_text(t) in test_questions})
+    if leaked:
+        raise EmoslmError(f"stage 1 would train on {len(leaked)} test question(s) of {data}, e.g. {leaked[0]!r}: "
+                          "remove them from the ASR data (asr_corpus) or rebuild the dialogue data with "
+                          "`emoslm synth dialogue`")
+
+
 class EChatRecipe:
     def __init__(self, cfg: EChatRecipeConfig):
         if cfg.stage not in ALPHA:
             raise ValueError(f"stage must be 1 or 2, got {cfg.stage!r}")
         if cfg.stage == 2 and not cfg.init_from:
             log.warning("stage 2 without init_from: the connection module was not trained on ASR (stage 1)")
+        if cfg.data_digest is not None and cfg.data_digest != manifest_digest(cfg.data):
+            raise EmoslmError(f"{cfg.data} is not the data this run was set up with (data_digest "
+                              f"{cfg.data_digest}, found {manifest_digest(cfg.data)}): set data_digest=null or "
+                              "start the run again")
         self.cfg = cfg
         self.alpha = ALPHA[cfg.stage] if cfg.alpha is None else cfg.alpha
 
@@ -107,6 +131,8 @@ class EChatRecipe:
             if cfg.stage == 1 and cfg.asr_corpus:
                 train += asr_samples(cfg.asr_corpus, self.model.encoder.featurize, cfg.asr_max_utterances,
                                      cfg.train.seed)
+            if cfg.stage == 1:
+                check_no_test_questions([s.target for s in train], load_manifest(cfg.data, "test"), cfg.data)
             return train, self.samples("valid")
 
         self.train_set, self.valid_set = rank_zero_first(load)
