@@ -363,7 +363,7 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
             # two controls on the TU+LD episodes: the labels permuted among the pairs, and every label made wrong
             for ctrl, control in ((f"{spec.name}, shuffled enrollment labels", {"shuffle_labels_seed": plan.seed}),
                                   (f"{spec.name}, deranged enrollment labels", {"derange_labels_seed": plan.seed})):
-                results.add_model(ctrl, kind="peer", training_setting=spec.training_setting)
+                results.add_model(ctrl, kind="control", training_setting=spec.training_setting)
                 for (setting, k), eps in sets.items():
                     if setting == "TU+LD" or k == 0:
                         res = evaluate_episodes(model, store, ls, eps, protocol=protocol, tokens=tokens, **control)

@@ -15,7 +15,8 @@ An entry is addressed by (model, setting, k):
 :meth:`Results.add` also takes the compact keys ``"0-shot"``, ``"TU+LD k=3"``, ``"TU+LO(anger) k=2"``.
 
 Models have a kind: ``"icl"`` (the speech LM, one row per k), ``"peer"`` (e.g. the eGeMAPS peer, evaluated
-on the same episodes) or ``"baseline"`` (no enrollment). ICL models carry their MetaICL training setting
+on the same episodes), ``"control"`` (the speech LM with its enrollment labels shuffled or deranged) or
+``"baseline"`` (no enrollment). ICL models carry their MetaICL training setting
 (``"TU+LU_{0:7}"``, ``"TO+LD_7"``), which labels the rows of Table IV.
 
 Tables (each built once as :class:`TableData`, then rendered with rich, as Markdown and as HTML):
@@ -73,7 +74,7 @@ from emoslm.reporting import (
     rich_table,
 )
 
-KINDS = ("icl", "peer", "baseline")
+KINDS = ("icl", "peer", "control", "baseline")
 
 #: The setting shown in Table II for each k >= 1 (the first one evaluated), as in paper 000.
 PRIMARY_SETTINGS = ("TU+LD", "TO+LD", "TU+LU")
