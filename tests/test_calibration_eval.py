@@ -70,18 +70,30 @@ def test_eval_fits_a_temperature_on_dev_and_reports_the_ece(corpora, bundle, tmp
     assert f"{fit['temperature']:.3f}" in md
     html = paths["html"].read_text()
     assert "<h2>Calibration</h2>" in html and 'alt="reliability diagram"' in html
+    # the leakage check: the speakers are disjoint, but every RAVDESS actor says the same statement
+    leak = results.metadata.leakage_check
+    assert (leak["reference"], leak["target"], leak["shared_speakers"]) == ("train", "test", 0)
+    assert leak["text_share"] == 1 and leak["shared_sentences"] == 1 and leak["shared_base_voices"] is None
+    line = ("Leakage check (test vs train)**: 0 shared speakers; 100 % of test utterances have a sentence that "
+            "also occurs in train (1 sentence); base voices unknown")
+    assert line in md and again.metadata.leakage_check == leak
+    assert "Leakage check (test vs train)</td><td>0 shared speakers; 100 %" in html
     # the dev episodes are cached beside the test ones, and at most the cap per k
     dev_files = sorted(p.name for p in (tmp_path / "eval" / "episodes" / "dev").iterdir())
     assert dev_files == ["0-shot_k0.jsonl", "TU+LD_k1.jsonl", "TU+LD_k2.jsonl"]
 
 
-def test_eval_without_a_dev_split_says_calibration_was_not_fitted(corpora, bundle, tmp_path):
+def test_eval_without_a_dev_split_says_calibration_was_not_fitted(corpora, bundle, tmp_path, monkeypatch, capsys):
     one, _ = corpora
+    monkeypatch.chdir(tmp_path)  # no embedded corpus here: the training data of the models are unknown
     results = run_eval(_plan(one, tmp_path / "eval", bundle, k_max=1), progress=False)
     paths = write_report(results, tmp_path / "eval")
     assert results.calibration["models"] == {}
     md = paths["markdown"].read_text()
     assert "Calibration**: temperature scaling not fitted (the corpus has no dev split)" in md
+    assert ("Leakage check (all vs training data)**: unknown (the corpus has no train split of its own and "
+            "data/synth_demo does not exist)") in md
+    assert "Leakage check (all vs training data)" in capsys.readouterr().out  # the terminal report
     assert "### Calibration" not in md and "<h2>Calibration</h2>" not in paths["html"].read_text()
 
 

@@ -60,7 +60,13 @@ def test_split_command_writes_train_dev_test_and_the_protocol(one_split, tmp_pat
     assert sorted(load_prepared(out)) == ["dev", "test", "train"]
     meta = json.loads((out / "split.json").read_text())
     assert meta["protocol"]["name"] == "speaker_disjoint" and meta["protocol"]["params"]["seed"] == 3
-    assert "train: 12 utterances, 3 speakers" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "train: 12 utterances, 3 speakers" in printed
+    # every RAVDESS actor here says statement 01: disjoint speakers, all sentences shared
+    for role in ("dev", "test"):
+        assert (f"Leakage check ({role} vs train): 0 shared speakers; 100 % of {role} utterances have a sentence "
+                "that also occurs in train (1 sentence); base voices unknown") in printed
+        assert meta["leakage_check"][role]["text_share"] == 1
     # a train split that evaluation then finds as the peer's own training data
     assert peer_training_corpus(EvalPlan(corpus=str(out), out_dir=str(tmp_path)), "test") == str(out)
 

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from emoslm.data.manifests import make_supervision
 from emoslm.data.splits import (
-    PROTOCOLS, LeaveOneSessionOut, Predefined, SpeakerDisjoint, get_protocol, speaker_overlap,
+    PROTOCOLS, LeaveOneSessionOut, Predefined, SpeakerDisjoint, get_protocol, leakage_line, speaker_overlap,
+    split_overlap,
 )
 
 
@@ -165,3 +166,43 @@ def test_describe_and_registry():
         get_protocol("random")
     with pytest.raises(ValueError, match="bad parameters"):
         get_protocol("speaker_disjoint", folds=5)
+
+
+def said(uid, speaker, text, voice=None):
+    s = make_supervision(uid, uid, 1.0, speaker=speaker, emotion="neutral", corpus="t", text=text)
+    if voice:
+        s.custom["voice"] = voice
+    return s
+
+
+def test_split_overlap_counts_shared_speakers_sentences_and_base_voices():
+    prepared = {
+        "train": {"supervisions": [said("a1", "A", "Kids are talking by the door.", "mb-us1"),
+                                   said("a2", "A", "Dogs are sitting by the door", "mb-us1"),
+                                   said("b1", "B", "Hello there", "en-us+m3")]},
+        "test": {"supervisions": [said("c1", "C", "kids are  talking, by the door", "mb-us1"),
+                                  said("c2", "C", "A new sentence.", "mb-us1"),
+                                  said("d1", "D", "Hello there!", "en-gb+f2"),
+                                  said("d2", "D", "HELLO   there.", "en-gb+f2"),
+                                  said("a3", "A", None, "mb-us1")]},
+    }
+    audit = split_overlap(prepared)
+    assert audit["shared_speakers"] == 1 and audit["shared_speaker_examples"] == ["A"]
+    # 3 of the 4 test utterances with a text say a training sentence; 2 distinct sentences are shared
+    assert audit["utterances_with_text"] == 4 and audit["text_share"] == 0.75 and audit["shared_sentences"] == 2
+    # en-us+m3 and en-gb+f2 are different base voices; mb-us1 is in both
+    assert audit["shared_base_voices"] == 1 and audit["shared_base_voice_examples"] == ["mb-us1"]
+    assert leakage_line(audit) == (
+        "Leakage check (test vs train): 1 shared speaker (A); 75 % of test utterances have a sentence that also "
+        "occurs in train (2 sentences); 1 shared base voice (mb-us1)")
+    # the other way round: the reference is the test split
+    assert split_overlap(prepared, "test", "train")["text_share"] == pytest.approx(2 / 3)
+
+
+def test_split_overlap_without_texts_or_voices_says_unknown():
+    prepared = {"train": [said("a1", "A", None)], "dev": [said("b1", "B", "")]}
+    audit = split_overlap(prepared, "train", "dev")
+    assert audit["text_share"] is None and audit["shared_sentences"] is None
+    assert audit["shared_base_voices"] is None
+    assert leakage_line(audit) == ("Leakage check (dev vs train): 0 shared speakers; sentences unknown (no "
+                                   "transcripts); base voices unknown")

@@ -453,7 +453,7 @@ def cmd_split(a: argparse.Namespace) -> int:
     import json
 
     from emoslm.data.manifests import load_prepared, save_prepared
-    from emoslm.data.splits import get_protocol, resplit, speaker_overlap
+    from emoslm.data.splits import get_protocol, leakage_line, resplit, speaker_overlap, split_overlap
 
     if not Path(a.corpus).is_dir():
         raise EmoslmError(f"no prepared corpus at {a.corpus} (make one with `emoslm prepare ...`)")
@@ -468,13 +468,18 @@ def cmd_split(a: argparse.Namespace) -> int:
         raise EmoslmError(str(e)) from None
     save_prepared(parts, a.out, corpus)
     overlap = speaker_overlap({k: list(v["supervisions"]) for k, v in parts.items()})
+    leakage = {role: split_overlap(parts, "train", role) for role in ("dev", "test")
+               if role in parts and "train" in parts}
     (Path(a.out) / "split.json").write_text(json.dumps({"source": str(Path(a.corpus).resolve()),
-                                                        "protocol": protocol.describe()}, indent=1, default=str))
+                                                        "protocol": protocol.describe(), "leakage_check": leakage},
+                                                       indent=1, default=str))
     for role, p in parts.items():
         sups = p["supervisions"]
         print(f"{role}: {len(sups)} utterances, {len({s.speaker for s in sups})} speakers")
     if any(overlap.values()):
         print(f"speakers in two splits: {({f'{x}/{y}': sorted(v) for (x, y), v in overlap.items() if v})}")
+    for audit in leakage.values():
+        print(leakage_line(audit))
     print(f"manifests in {Path(a.out).resolve()}")
     return 0
 

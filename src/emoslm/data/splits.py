@@ -18,6 +18,9 @@ Protocols:
 - ``speaker_disjoint``: a seeded random partition of the speakers with fractions for train/dev/test,
   stratified by gender when known; no speaker is in two splits.
 - ``predefined``: the corpus's own splits as prepared (names mapped to train/dev/test).
+
+:func:`split_overlap` audits what one split shares with another beyond speakers (sentences, TTS base voices):
+speaker-disjoint splits can still leak through the text or the voice (issue 14).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping, NamedTuple, Seque
 from lhotse import SupervisionSegment
 
 from emoslm.data.manifests import attr
+from emoslm.metrics.text import normalize_text
 
 ROLES = ("train", "dev", "test")
 
@@ -116,6 +120,88 @@ def speaker_overlap(splits: Mapping[str, Sequence[SupervisionSegment]]) -> dict[
             if spk[a] & spk[b]:
                 out[(a, b)] = spk[a] & spk[b]
     return out
+
+
+#: Fields of a supervision's ``custom`` that name its TTS voice, most specific first (the synthetic corpus
+#: writes ``voice``; lhotse recordings carry no custom metadata, so only supervisions are read).
+VOICE_FIELDS = ("base_voice", "voice")
+#: How many shared speakers / base voices an audit lists by name.
+N_EXAMPLES = 5
+
+def base_voice(sup: SupervisionSegment) -> str | None:
+    """The TTS voice of a supervision without its variant (espeak-ng "en-us+m3" -> "en-us"; mbrola "mb-us1"
+    stays), None when its metadata names no voice. Pitch and rate are separate fields, so they never enter."""
+    for key in VOICE_FIELDS:
+        value = (sup.custom or {}).get(key)
+        if value:
+            return str(value).split("+", 1)[0]
+    return None
+
+
+def _supervisions_of(parts: Any) -> list[SupervisionSegment]:
+    return list(parts["supervisions"] if isinstance(parts, Mapping) else parts)
+
+
+def split_overlap(prepared: Mapping[str, Any], reference: str = "train", target: str = "test") -> dict[str, Any]:
+    """What the ``target`` split shares with the ``reference`` split: speakers, sentences, TTS base voices.
+
+    Sentences: ``text_share`` is the share of the target's utterances with a text whose normalised text
+    (:func:`emoslm.metrics.text.normalize_text`) also occurs in the reference; ``shared_sentences`` counts those distinct texts;
+    both None when the target has no text. Base voices (:func:`base_voice`): None when either split names
+    none. A split may be given as ``{"supervisions": ...}`` or as the supervisions themselves.
+    """
+    ref = _supervisions_of(prepared[reference])
+    tgt = _supervisions_of(prepared[target])
+    speakers = {s.speaker for s in tgt} & {s.speaker for s in ref}
+    ref_texts = {normalize_text(s.text) for s in ref if s.text} - {""}
+    tgt_texts = [t for t in (normalize_text(s.text) for s in tgt if s.text) if t]
+    ref_voices = {v for v in (base_voice(s) for s in ref) if v}
+    tgt_voices = {v for v in (base_voice(s) for s in tgt) if v}
+    voices = ref_voices & tgt_voices if ref_voices and tgt_voices else None
+    return {
+        "reference": reference, "target": target, "target_utterances": len(tgt),
+        "shared_speakers": len(speakers), "shared_speaker_examples": sorted(speakers)[:N_EXAMPLES],
+        "utterances_with_text": len(tgt_texts),
+        "text_share": (sum(t in ref_texts for t in tgt_texts) / len(tgt_texts)) if tgt_texts else None,
+        "shared_sentences": len(set(tgt_texts) & ref_texts) if tgt_texts else None,
+        "shared_base_voices": None if voices is None else len(voices),
+        "shared_base_voice_examples": [] if voices is None else sorted(voices)[:N_EXAMPLES],
+    }
+
+
+def describe_overlap(audit: Mapping[str, Any]) -> str:
+    """One line of :func:`split_overlap`'s numbers (or an audit ``{"unknown": why}``), without a title."""
+    if "unknown" in audit:
+        return f"unknown ({audit['unknown']})"
+    target, reference = audit["target"], audit["reference"]
+
+    def count(n: int, noun: str) -> str:
+        return f"{n} {noun}{'' if n == 1 else 's'}"
+
+    def named(n: int, noun: str, examples: Sequence[str]) -> str:
+        more = ", ..." if n > len(examples) else ""
+        return count(n, noun) + (f" ({', '.join(examples)}{more})" if n else "")
+
+    parts = [named(audit["shared_speakers"], "shared speaker", audit["shared_speaker_examples"])]
+    if audit["text_share"] is None:
+        parts.append("sentences unknown (no transcripts)")
+    else:
+        parts.append(f"{100 * audit['text_share']:.0f} % of {target} utterances have a sentence that also occurs "
+                     f"in {reference} ({count(audit['shared_sentences'], 'sentence')})")
+    if audit["shared_base_voices"] is None:
+        parts.append("base voices unknown")
+    else:
+        parts.append(named(audit["shared_base_voices"], "shared base voice", audit["shared_base_voice_examples"]))
+    return "; ".join(parts)
+
+
+def leakage_title(audit: Mapping[str, Any]) -> str:
+    return f"Leakage check ({audit['target']} vs {audit.get('reference') or 'training data'})"
+
+
+def leakage_line(audit: Mapping[str, Any]) -> str:
+    """E.g. "Leakage check (test vs train): 0 shared speakers; 83 % of test utterances have a sentence ..."."""
+    return f"{leakage_title(audit)}: {describe_overlap(audit)}"
 
 
 # ------------------------------------------------------------------------------------------- protocols

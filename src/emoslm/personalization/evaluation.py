@@ -35,6 +35,7 @@ from emoslm.data.episodes import (
     save_episodes,
 )
 from emoslm.data.manifests import emotion_of, load_prepared
+from emoslm.data.splits import split_overlap
 from emoslm.egemaps import egemaps_for
 from emoslm.errors import EmoslmError
 from emoslm.labels import LabelSet, get_label_set
@@ -133,6 +134,23 @@ def peer_training_corpus(plan: EvalPlan, split: str) -> str:
     if "train" not in load_prepared(corpus):
         raise EmoslmError(f"the eGeMAPS peer's training corpus {corpus} has no train split")
     return corpus
+
+
+def leakage_check(plan: EvalPlan, split: str) -> dict:
+    """:func:`split_overlap` of the evaluated split against the models' training data where that is known: the
+    corpus's own train split, else the train split of the corpus the peer is fitted on (``peer_train``, else the
+    embedded one), else ``{"unknown": why}``. The speech LMs are trained elsewhere; this is the split their
+    pipeline trains on, not a record read from their checkpoints."""
+    prepared = load_prepared(plan.corpus)
+    if split != "train" and "train" in prepared:
+        return split_overlap(prepared, "train", split)
+    other = plan.peer_train or EMBEDDED_CORPUS
+    if not Path(other).is_dir() or "train" not in load_prepared(other):
+        why = "has no train split" if Path(other).is_dir() else "does not exist"
+        return {"target": split, "reference": None,
+                "unknown": f"the corpus has no train split of its own and {other} {why}"}
+    reference = f"train of {other}"
+    return split_overlap({reference: load_prepared(other)["train"], split: prepared[split]}, reference, split)
 
 
 def _peer_items(corpus: str, split: str, label_set: LabelSet, progress: bool):
@@ -306,7 +324,8 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
         protocol["peer_training"] = (f"the train split of {peer_corpus}" + ("" if own_train else
                                      " (the evaluated corpus has no training split of its own)"))
     sets = _episode_sets(data, plan)
-    results = Results(metadata=RunMetadata.collect(corpus=plan.corpus, split_protocol=protocol))
+    results = Results(metadata=RunMetadata.collect(corpus=plan.corpus, split_protocol=protocol,
+                                                   leakage_check=leakage_check(plan, split)))
     results.calibration = {"status": cal_status, "split": cal_split, "method": "temperature scaling",
                            "settings": f"0-shot and {CALIBRATION_SETTING} at each k, pooled",
                            "episodes_per_k": plan.calibration_episodes_per_k, "n_bins": plan.calibration_bins,

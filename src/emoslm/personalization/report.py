@@ -59,6 +59,7 @@ import numpy as np
 
 from emoslm import reporting
 from emoslm.data.episodes import parse_setting, setting_name
+from emoslm.data.splits import describe_overlap, leakage_title
 from emoslm.errors import LabelError
 from emoslm.labels import canonical_emotion
 from emoslm.reporting import (
@@ -176,6 +177,8 @@ class RunMetadata:
     machine: str = ""
     training: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: :func:`emoslm.data.splits.split_overlap` of the evaluated split against the training data (None: not run)
+    leakage_check: dict[str, Any] | None = None
 
     @classmethod
     def collect(cls, **kw: Any) -> "RunMetadata":
@@ -482,6 +485,10 @@ def _metadata_pairs(results: Results) -> list[tuple[str, str]]:
         ("Corpus", md.corpus or DASH),
         ("Split protocol", (json.dumps(split, sort_keys=True) if not isinstance(split, str) else split)
          if split else (" ; ".join(protocols) or DASH)),
+    ]
+    if md.leakage_check:
+        pairs.append((leakage_title(md.leakage_check), describe_overlap(md.leakage_check)))
+    pairs += [
         ("Command", md.command or DASH),
         ("Date", md.date or DASH),
         ("Machine", md.machine or DASH),
