@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,8 +15,18 @@ import soundfile as sf
 from emoslm.cli import main
 from emoslm.corpora import prepare
 from emoslm.errors import EmoslmError
-from emoslm.personalization.evaluation import EvalPlan, ICLModelSpec, run_eval, write_report
-from emoslm.personalization.inference import CALIBRATION_FILE, EmotionRecognizer, read_calibration, save_bundle
+from emoslm.personalization.evaluation import (
+    EvalPlan,
+    ICLModelSpec,
+    run_eval,
+    write_report,
+)
+from emoslm.personalization.inference import (
+    CALIBRATION_FILE,
+    EmotionRecognizer,
+    read_calibration,
+    save_bundle,
+)
 from emoslm.personalization.report import Results
 from emoslm.service.testing import build_tiny_bundle, tone
 from tests.corpora.fixtures import make_ravdess
@@ -81,6 +92,20 @@ def test_eval_fits_a_temperature_on_dev_and_reports_the_ece(corpora, bundle, tmp
     # the dev episodes are cached beside the test ones, and at most the cap per k
     dev_files = sorted(p.name for p in (tmp_path / "eval" / "episodes" / "dev").iterdir())
     assert dev_files == ["0-shot_k0.jsonl", "TU+LD_k1.jsonl", "TU+LD_k2.jsonl"]
+
+
+def test_the_egemaps_peer_normalisation_is_chosen_on_dev(corpora, bundle, tmp_path):
+    """The peer at its best: each normalisation fitted on train and scored on the dev episodes; the best one is
+    the peer the test episodes see, and the report says what the choice rested on."""
+    _, split = corpora
+    plan = replace(_plan(split, tmp_path / "eval", bundle), peer=True)
+    results = run_eval(plan, progress=False)
+    peer = next(m for m in results.models if m.kind == "peer")
+    scores = peer.settings["dev_ua_spk"]
+    assert sorted(scores) == ["enroll_mean", "enroll_z"] and all(0 <= v <= 1 for v in scores.values())
+    assert peer.settings["norm"] == max(scores, key=lambda n: (scores[n], n == "enroll_mean"))
+    assert peer.settings["selected_on"].startswith("dev episodes")
+    assert results.get(peer.name, None, 0).result["n"] > 0
 
 
 def test_eval_without_a_dev_split_says_calibration_was_not_fitted(corpora, bundle, tmp_path, monkeypatch, capsys):

@@ -299,6 +299,25 @@ def _classifier_eval(path: str, data: SERData, label_set: LabelSet, seed: int, s
     return evaluate(refs, preds, speakers, label_set), mode
 
 
+#: The eGeMAPS peer's enrollment normalisations tried on dev (each trained per k, as the peer always is).
+PEER_NORMS = ("enroll_mean", "enroll_z")
+
+
+def select_peer(train_items, dev_sets: dict[int, EpisodeList], dev_feats, label_set: LabelSet, seed: int,
+                k_max: int) -> tuple[EgemapsPeer, dict]:
+    """The eGeMAPS peer whose normalisation (:data:`PEER_NORMS`) has the best mean UA_spk over the dev
+    episodes (0-shot and TU+LD at each k), fitted on ``train_items``; and what the choice rested on."""
+    scores, best = {}, None
+    for norm in PEER_NORMS:
+        peer = EgemapsPeer(label_set, norm=norm, seed=seed).fit(train_items, ks=range(k_max + 1))
+        score = round(float(np.mean([peer.evaluate_episodes(eps, dev_feats).ua_spk for eps in dev_sets.values()])), 4)
+        scores[norm] = score
+        if best is None or score > best[0]:
+            best = (score, peer)
+    return best[1], {"selected_on": f"{CALIBRATION_SPLIT} episodes (0-shot and {CALIBRATION_SETTING} at each k): "
+                                    "mean UA_spk per normalisation", "dev_ua_spk": scores}
+
+
 def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True):
     """Evaluate everything in the plan; return the report's Results (also written to out_dir)."""
     from tqdm import tqdm
@@ -391,9 +410,14 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
     if peer_corpus is not None:
         train_items, _ = _peer_items(peer_corpus, "train", ls, progress)
         _, feats = _peer_items(plan.corpus, split, ls, progress)
-        peer = EgemapsPeer(ls, seed=plan.seed).fit(train_items, ks=range(plan.k_max + 1))
+        if cal_sets:  # the peer at its best: its normalisation chosen on the dev episodes the temperatures use
+            _, dev_feats = _peer_items(plan.corpus, cal_split, ls, progress)
+            peer, selection = select_peer(train_items, cal_sets, dev_feats, ls, plan.seed, plan.k_max)
+        else:
+            peer = EgemapsPeer(ls, seed=plan.seed).fit(train_items, ks=range(plan.k_max + 1))
+            selection = {"selected_on": f"nothing (no {CALIBRATION_SPLIT} split): the default normalisation"}
         name = "eGeMAPS peer (enrollment-normalised LR)"
-        results.add_model(name, kind="peer", **peer.describe(), trained_on=f"{peer_corpus} (train)")
+        results.add_model(name, kind="peer", **peer.describe(), trained_on=f"{peer_corpus} (train)", **selection)
         for (setting, k), eps in sets.items():
             if setting == "TU+LD" or k == 0:
                 preds = peer.predict_episodes(eps, feats)
