@@ -315,6 +315,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
 def cmd_calibrate(a: argparse.Namespace) -> int:
     """Fit a bundle's temperature on a split of a prepared corpus and write its calibration.json."""
     from emoslm.personalization.evaluation import calibrate_bundle
+    from emoslm.personalization.inference import CALIBRATION_FILE
 
     try:
         ks = [int(k) for k in a.k.split(",")]
@@ -327,7 +328,7 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     print(f"temperature {info['temperature']:.3f}, fitted on {info['n']} episodes of {info['fitted_on']}")
     print(f"ECE on those episodes ({info['n_bins']} bins): {info['ece_before']:.3f} before, "
           f"{info['ece_after']:.3f} after")
-    print(f"wrote {Path(a.bundle) / 'calibration.json'} (predict and serve now use it)")
+    print(f"wrote {Path(a.bundle) / CALIBRATION_FILE} (predict and serve now use it)")
     return 0
 
 

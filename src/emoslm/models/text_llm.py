@@ -88,15 +88,15 @@ def with_emotion(messages: list[dict[str, str]], emotion: EmotionCue | None,
     if style not in PROMPT_STYLES:
         raise ValueError(f"unknown prompt style {style!r}; choose one of {', '.join(PROMPT_STYLES)}")
     messages = [dict(m) for m in messages]
+    if emotion is not None:
+        adjective, how = GUIDANCE.get(emotion.label, (emotion.label, "take it into account"))
     if style == "system":
         system = "You are a helpful voice assistant. Answer what the user asked, in one or two short sentences."
         if emotion is not None:
-            adjective, how = GUIDANCE.get(emotion.label, (emotion.label, "take it into account"))
             system += f" The user sounds {adjective}; {how}, but first answer what they asked."
     else:
         system = "You are a kind, helpful voice assistant. Reply in one or two short sentences."
         if emotion is not None:
-            adjective, how = GUIDANCE.get(emotion.label, (emotion.label, "take it into account"))
             p = emotion.probabilities.get(emotion.label, 0.0)
             system += f" The user sounds {adjective} (confidence {p:.0%}): {how}."
             last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)

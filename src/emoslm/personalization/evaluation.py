@@ -61,7 +61,7 @@ from emoslm.personalization.report import (
     to_markdown,
     write_html,
 )
-from emoslm.personalization.scoring import episode_scores, evaluate_episodes, speech_tokens_for
+from emoslm.personalization.scoring import episode_scores, evaluate_episodes, evaluate_scores, speech_tokens_for
 
 log = logging.getLogger(__name__)
 
@@ -377,9 +377,7 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
             for (setting, k), eps in todo:
                 if cal_split and _is_calibration_key(setting, k):  # scored once: the tables and the test ECE
                     scores = episode_scores(model, store, ls, eps, tokens=tokens)
-                    preds = [ls.labels[i] for i in scores.argmax(-1).tolist()]
-                    res = evaluate([e.target_label for e in eps], preds, [e.speaker for e in eps], ls,
-                                   protocol=protocol)
+                    res = evaluate_scores(scores, eps, ls, protocol)
                     test_scores[k] = (scores.numpy().astype(np.float64), _label_indices(eps, ls))
                 else:
                     res = evaluate_episodes(model, store, ls, eps, decode=plan.decode, protocol=protocol,
@@ -420,9 +418,7 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
         results.add_model(name, kind="peer", **peer.describe(), trained_on=f"{peer_corpus} (train)", **selection)
         for (setting, k), eps in sets.items():
             if setting == "TU+LD" or k == 0:
-                preds = peer.predict_episodes(eps, feats)
-                res = evaluate([e.target_label for e in eps], preds, [e.speaker for e in eps], ls, protocol=protocol)
-                results.add(name, None if k == 0 else setting, res, k=k)
+                results.add(name, None if k == 0 else setting, peer.evaluate_episodes(eps, feats, protocol), k=k)
     return results
 
 

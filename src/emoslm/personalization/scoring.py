@@ -69,10 +69,24 @@ def episode_scores(model: SpeechICLModel, store: EncodedStore, label_set: LabelS
     was_training = model.training
     model.eval()
     contexts, targets = _contexts(label_set, episodes, _tokens_of(model, store, episodes, tokens), None, None)
-    chunks = [model.score_batch(contexts[b: b + batch_size], targets[b: b + batch_size])
-              for b in range(0, len(episodes), batch_size)]
+    scores = _score_batches(model, contexts, targets, batch_size, len(label_set))
     model.train(was_training)
-    return torch.cat(chunks) if chunks else torch.empty(0, len(label_set))
+    return scores
+
+
+def _score_batches(model: SpeechICLModel, contexts, targets, batch_size: int, n_labels: int) -> torch.Tensor:
+    """Label log-likelihoods [N, n_labels] of (context, target) pairs, ``batch_size`` at a time."""
+    chunks = [model.score_batch(contexts[b: b + batch_size], targets[b: b + batch_size])
+              for b in range(0, len(contexts), batch_size)]
+    return torch.cat(chunks) if chunks else torch.empty(0, n_labels)
+
+
+def evaluate_scores(scores: torch.Tensor, episodes: Sequence[Episode], label_set: LabelSet,
+                    protocol: dict | None = None) -> EvalResult:
+    """:func:`emoslm.metrics.evaluate` of the argmax labels of :func:`episode_scores`."""
+    preds = [label_set.labels[i] for i in scores.argmax(-1).tolist()]
+    return evaluate([e.target_label for e in episodes], preds, [e.speaker for e in episodes], label_set,
+                    protocol=protocol)
 
 
 @torch.no_grad()
@@ -96,10 +110,7 @@ def predict_episodes(model: SpeechICLModel, store: EncodedStore, label_set: Labe
     preds: list[str | None] = []
     probs = None
     if decode == "score":
-        chunks = []
-        for b in range(0, len(episodes), batch_size):
-            chunks.append(model.score_batch(contexts[b: b + batch_size], targets[b: b + batch_size]).softmax(-1))
-        probs = torch.cat(chunks) if chunks else torch.empty(0, len(label_set))
+        probs = _score_batches(model, contexts, targets, batch_size, len(label_set)).softmax(-1)
         preds = [label_set.labels[i] for i in probs.argmax(-1).tolist()]
     elif decode == "beam":
         for c, t in zip(contexts, targets):

@@ -362,6 +362,12 @@ def create_app(settings: Settings) -> FastAPI:
             raise StoreError("unknown_speaker", f"unknown speaker {speaker_id!r}")
         return spk
 
+    def _optional_speaker(me: Principal, speaker_id: str | None) -> str | None:
+        """A form's speaker field: None when empty, else the id of a speaker this caller sees (404 otherwise)."""
+        if not speaker_id:
+            return None
+        return _speaker(me, speaker_id).id
+
     def _speaker_out(s: Speaker) -> SpeakerOut:
         return SpeakerOut(id=s.id, name=s.name, created=s.created, n_enrollments=svc.n_enrolled(s.id), owner=s.owner)
 
@@ -470,9 +476,7 @@ def create_app(settings: Settings) -> FastAPI:
         segment for audio longer than one window. With ``transcribe=true`` also its words; with
         ``min_confidence`` no label when the recognition is less sure than that."""
         t0 = time.perf_counter()
-        speaker_id = speaker_id or None
-        if speaker_id is not None:
-            _speaker(me, speaker_id)
+        speaker_id = _optional_speaker(me, speaker_id)
         wave = svc.decode(file.file.read(), file.filename or "upload")
         rec = svc.recognise(wave, speaker_id, min_confidence)
         transcript = _transcribe(wave).text if transcribe else None
@@ -489,9 +493,7 @@ def create_app(settings: Settings) -> FastAPI:
         """OpenAI-compatible speech to text (``client.audio.transcriptions.create``), with the emotion of the
         audio: ``{"text": ..., "emotion": {...}}``."""
         t0 = time.perf_counter()
-        speaker_id = speaker_id or None
-        if speaker_id is not None:
-            _speaker(me, speaker_id)
+        speaker_id = _optional_speaker(me, speaker_id)
         wave = svc.decode(file.file.read(), file.filename or "upload")
         tr = _transcribe(wave)
         if response_format == "text":
@@ -573,20 +575,27 @@ def _event(obj: dict) -> str:
     return f"data: {json.dumps(obj)}\n\n"
 
 
+def _first_chunk(base: dict, content: str, emotion: EmotionInfo | None, transcript: str | None) -> dict:
+    """The first ``chat.completion.chunk``: the role, ``content``, and the emotion and transcript when known."""
+    first = {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": content},
+                                  "finish_reason": None}]}
+    if emotion is not None:
+        first["emotion"] = emotion.model_dump()
+    if transcript is not None:
+        first["transcript"] = transcript
+    return first
+
+
+def _last_chunk(base: dict, finish_reason: str, usage: dict) -> dict:
+    return {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}], "usage": usage}
+
+
 def _sse(c: ChatCompletion):
     """A finished completion as OpenAI ``chat.completion.chunk`` server-sent events (E-chat's replies)."""
     base = {"id": c.id, "object": "chat.completion.chunk", "created": c.created, "model": c.model}
     choice = c.choices[0]
-    first = {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": choice.message.content},
-                                  "finish_reason": None}]}
-    if c.emotion is not None:
-        first["emotion"] = c.emotion.model_dump()
-    if c.transcript is not None:
-        first["transcript"] = c.transcript
-    last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice.finish_reason}],
-            "usage": c.usage.model_dump()}
-    for chunk in (first, last):
-        yield _event(chunk)
+    yield _event(_first_chunk(base, choice.message.content, c.emotion, c.transcript))
+    yield _event(_last_chunk(base, choice.finish_reason, c.usage.model_dump()))
     yield "data: [DONE]\n\n"
 
 
@@ -596,19 +605,14 @@ async def _sse_stream(head: dict, stream: ReplyStream, emotion: EmotionInfo | No
     chunk per piece of text, a last one with the finish reason and usage. An error after the first chunk can
     only be reported in the stream: a JSON ``error`` event."""
     base = {"object": "chat.completion.chunk", **head}
-    first = {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
-    if emotion is not None:
-        first["emotion"] = emotion.model_dump()
-    if transcript is not None:
-        first["transcript"] = transcript
-    yield _event(first)
+    yield _event(_first_chunk(base, "", emotion, transcript))
     try:
         async for piece in iterate_in_threadpool(iter(stream)):
             yield _event({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
         r = stream.reply
-        yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": r.finish_reason}],
-                      "usage": {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-                                "total_tokens": r.prompt_tokens + r.completion_tokens}})
+        yield _event(_last_chunk(base, r.finish_reason, {
+            "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+            "total_tokens": r.prompt_tokens + r.completion_tokens}))
         yield "data: [DONE]\n\n"
     except Exception:
         log.exception("chat stream failed")
