@@ -42,15 +42,18 @@ from emoslm.data.manifests import (
     validate_prepared,
 )
 from emoslm.labels import EKMAN7
-from emoslm.synth.effects import (
+from emoslm.synth.effects import (  # noqa: F401
     apply_voice_quality,  # imported before workers fork (scipy.signal is slow to import)
 )
 from emoslm.synth.prosody import (
+    RENDER_METHODS,
+    CueVariation,
     RenderParams,
     SpeakerProfile,
     render_params,
     sample_speaker,
 )
+from emoslm.synth.rendering import engine_settings, render_cues
 from emoslm.synth.sentences import sentence_bank
 from emoslm.synth.tts import Espeak, english_voices
 
@@ -78,10 +81,22 @@ class CorpusConfig:
     sentence_offset: int = 0
     #: voices no speaker may use (a second corpus whose speakers must differ from another's)
     exclude_voices: tuple[str, ...] = ()
+    #: splits share no sentence and no TTS voice: espeak-ng base voices, espeak-ng variants and mbrola voices
+    #: are each given to one split only
+    disjoint: bool = False
+    #: per-speaker differences in which cues are used, their direction and strength (None: SYNTH_VERSION 3's)
+    variation: CueVariation | None = None
+    #: rendering methods (emoslm.synth.prosody.RENDER_METHODS) the train/dev/test speakers draw from, one each
+    methods: tuple[str, ...] = ("engine",)
+    #: speakers of an extra ``unseen`` split, whose voice family and rendering method no other split uses
+    unseen_speakers: int = 0
+    unseen_family: str = "mbrola"
+    unseen_method: str = "sox"
 
 
 #: Fields whose default leaves the plan unchanged; left out of the cache key then, so existing corpora keep it.
-_KEY_OPTIONAL = {"sentence_offset": 0, "exclude_voices": ()}
+_KEY_OPTIONAL = {"sentence_offset": 0, "exclude_voices": (), "disjoint": False, "variation": None,
+                 "methods": ("engine",), "unseen_speakers": 0, "unseen_family": "mbrola", "unseen_method": "sox"}
 
 
 PRESETS: dict[str, CorpusConfig] = {
@@ -91,7 +106,19 @@ PRESETS: dict[str, CorpusConfig] = {
     "demo": CorpusConfig(n_speakers=130, sentences_per_speaker=6, dev_speakers=10, test_speakers=20),
     # paper-000-sized speaker count (800) with 10 sentences x 7 emotions each
     "full": CorpusConfig(n_speakers=800, sentences_per_speaker=10, dev_speakers=75, test_speakers=75),
+    # the demo's size with nothing shared between splits (sentences, base voices, variants), speakers who differ
+    # in how they express emotion and by which method it is rendered, and an `unseen` split of mbrola speakers
+    # whose emotions sox renders (neither is used by any other split)
+    "heldout": CorpusConfig(n_speakers=130, sentences_per_speaker=6, dev_speakers=10, test_speakers=20,
+                            disjoint=True, variation=CueVariation(), methods=("engine", "tape"),
+                            unseen_speakers=16),
+    "heldout_tiny": CorpusConfig(n_speakers=12, sentences_per_speaker=2, dev_speakers=2, test_speakers=2,
+                                 disjoint=True, variation=CueVariation(), methods=("engine", "tape"),
+                                 unseen_speakers=2),
 }
+
+#: Split names, in the order they are written; ``unseen`` only when the configuration asks for it.
+SPLITS = ("train", "dev", "test", "unseen")
 
 
 @dataclass(frozen=True)
@@ -125,10 +152,16 @@ def voice_pools(rng: np.random.Generator) -> dict[str, list[tuple[str, str]]]:
     return pools
 
 
+def _varied(cfg: CorpusConfig) -> bool:
+    return any(getattr(cfg, k) != v for k, v in _KEY_OPTIONAL.items() if k not in ("sentence_offset", "exclude_voices"))
+
+
 def plan_corpus(cfg: CorpusConfig) -> tuple[list[SpeakerProfile], list[UtterancePlan]]:
     """Draw every speaker and every utterance's rendering; no audio yet."""
     if cfg.dev_speakers + cfg.test_speakers >= cfg.n_speakers:
         raise ValueError("dev + test speakers must leave at least one training speaker")
+    if _varied(cfg):
+        return _plan_heldout(cfg)
     rng = np.random.default_rng(cfg.seed)
     pools = voice_pools(rng)
     mbrola = list(english_voices()[2])
@@ -180,6 +213,126 @@ def plan_corpus(cfg: CorpusConfig) -> tuple[list[SpeakerProfile], list[Utterance
     return speakers, utts
 
 
+def _shares(n: int, sizes: dict[str, int], minimum: int = 1) -> dict[str, int]:
+    """``n`` items shared out between splits in proportion to ``sizes``; every split with a size gets at least
+    ``minimum`` and train what is left."""
+    total = sum(sizes.values())
+    out = {sp: max(minimum, round(n * k / total)) for sp, k in sizes.items() if sp != "train" and k}
+    out["train"] = n - sum(out.values())
+    if out["train"] < minimum:
+        raise ValueError(f"{n} items cannot be shared out between the splits {sorted(sizes)} (at least {minimum} "
+                         "each): fewer dev/test speakers, or a larger bank")
+    return out
+
+
+def _deal(items: Sequence, shares: dict[str, int]) -> dict[str, list]:
+    out, i = {}, 0
+    for sp in SPLITS:
+        if sp in shares:
+            out[sp] = list(items[i: i + shares[sp]])
+            i += shares[sp]
+    return out
+
+
+def _plan_heldout(cfg: CorpusConfig) -> tuple[list[SpeakerProfile], list[UtterancePlan]]:
+    """The plan of a corpus whose splits share nothing (``disjoint``), whose speakers differ in how they express
+    emotion (``variation``) and by which method it is rendered (``methods``), with an ``unseen`` split."""
+    for m in (*cfg.methods, cfg.unseen_method):
+        if m not in RENDER_METHODS:
+            raise ValueError(f"unknown rendering method {m!r}; expected one of {RENDER_METHODS}")
+    rng = np.random.default_rng(cfg.seed)
+    bases, variants, mbrola = english_voices()
+    bases = [b for b in bases if not any(b == x.split("+")[0] for x in cfg.exclude_voices)]
+    mbrola = [v for v in mbrola if v.name not in set(cfg.exclude_voices)]
+    unseen_voices: list = []
+    if cfg.unseen_speakers:
+        if cfg.unseen_family != "mbrola":
+            raise ValueError(f"unseen_family {cfg.unseen_family!r}: only 'mbrola' (held out of every other split)")
+        if cfg.unseen_method in cfg.methods:
+            raise ValueError(f"the unseen split's rendering method {cfg.unseen_method!r} is also used by the other "
+                             f"splits ({', '.join(cfg.methods)}): it must be held out")
+        if not mbrola:
+            raise ValueError("the unseen split's voice family is mbrola, and no English mbrola voice is installed "
+                             "(Debian packages mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1)")
+        unseen_voices, mbrola = mbrola, []  # the whole family is held out
+    sizes = {"train": cfg.n_speakers - cfg.dev_speakers - cfg.test_speakers, "dev": cfg.dev_speakers,
+             "test": cfg.test_speakers, "unseen": cfg.unseen_speakers}
+    # splits first, so each speaker's voice comes from its own split's pool
+    genders = ["F" if i % 2 else "M" for i in range(cfg.n_speakers)]
+    rng.shuffle(genders)
+    fem = [i for i in rng.permutation(cfg.n_speakers) if genders[i] == "F"]
+    mal = [i for i in rng.permutation(cfg.n_speakers) if genders[i] == "M"]
+    order = [i for pair in zip(fem, mal) for i in pair] + fem[len(mal):] + mal[len(fem):]
+    split_of = {}
+    for rank, i in enumerate(order):
+        split_of[i] = "test" if rank < cfg.test_speakers else "dev" if rank < cfg.test_speakers + cfg.dev_speakers \
+            else "train"
+    seen_sizes = {sp: k for sp, k in sizes.items() if sp != "unseen"}
+    if cfg.disjoint:
+        base_shares = _shares(len(bases), seen_sizes)
+        if base_shares.get("test", 0) == 1 and base_shares["train"] > 3:  # two test accents, not one
+            base_shares["test"], base_shares["train"] = 2, base_shares["train"] - 1
+        base_pool = _deal([bases[i] for i in rng.permutation(len(bases))], base_shares)
+        var_pool = {}
+        for g in ("M", "F"):
+            vs = [v for v in variants if v.gender == g]
+            var_pool[g] = _deal([vs[i] for i in rng.permutation(len(vs))], _shares(len(vs), seen_sizes))
+        mb_pool: dict[str, list] = {sp: [] for sp in seen_sizes}
+        for j, i in enumerate(rng.permutation(len(mbrola))):  # a few voices: one split each, test first
+            mb_pool[("test", "dev", "train")[j % 3]].append(mbrola[i])
+    else:
+        base_pool = {sp: list(bases) for sp in seen_sizes}
+        var_pool = {g: {sp: [v for v in variants if v.gender == g] for sp in seen_sizes} for g in ("M", "F")}
+        mb_pool = {sp: list(mbrola) for sp in seen_sizes}
+    combos: dict[tuple[str, str], list[str]] = {}
+    for sp in seen_sizes:
+        for g in ("M", "F"):
+            vs = var_pool[g][sp] or [v for v in variants if v.gender == g]  # a split without variants of g
+            names = [f"{b}+{v.name}" for b in base_pool[sp] for v in vs]
+            combos[(sp, g)] = [names[i] for i in rng.permutation(len(names))]
+    used: dict[tuple[str, str], int] = {}
+    speakers: list[SpeakerProfile] = []
+    profile_split: list[str] = []
+    for i, gender in enumerate(genders):
+        sp = split_of[i]
+        mb = [v for v in mb_pool[sp] if v.gender == gender]
+        if mb and rng.random() < cfg.mbrola_fraction:
+            voice, kind = mb[int(rng.integers(len(mb)))].name, "mbrola"
+        else:
+            pool = combos[(sp, gender)]
+            n = used.get((sp, gender), 0)
+            voice, kind = pool[n % len(pool)], "espeak"  # distinct voices until the pool is used up
+            used[(sp, gender)] = n + 1
+        method = str(cfg.methods[int(rng.integers(len(cfg.methods)))])
+        speakers.append(sample_speaker(f"{CORPUS_NAME}_spk{i + 1:04d}", voice, kind, gender, rng, cfg.emotions,
+                                       p_alike=cfg.p_alike, p_reversed=cfg.p_reversed, variation=cfg.variation,
+                                       render_method=method))
+        profile_split.append(sp)
+    for j in range(cfg.unseen_speakers):
+        v = unseen_voices[j % len(unseen_voices)]
+        speakers.append(sample_speaker(f"{CORPUS_NAME}_spk{cfg.n_speakers + j + 1:04d}", v.name, "mbrola", v.gender,
+                                       rng, cfg.emotions, p_alike=cfg.p_alike, p_reversed=cfg.p_reversed,
+                                       variation=cfg.variation, render_method=cfg.unseen_method))
+        profile_split.append("unseen")
+    bank = sentence_bank(cfg.sentence_offset + cfg.sentence_bank_size)[cfg.sentence_offset:]
+    if cfg.disjoint:
+        order_b = [bank[i] for i in rng.permutation(len(bank))]
+        texts_of = _deal(order_b, _shares(len(bank), sizes, minimum=cfg.sentences_per_speaker))
+    else:
+        texts_of = {sp: bank for sp in sizes}
+    for sp, texts in texts_of.items():
+        if sizes.get(sp) and len(texts) < cfg.sentences_per_speaker:
+            raise ValueError(f"split {sp} has {len(texts)} sentences; {cfg.sentences_per_speaker} per speaker needed")
+    utts: list[UtterancePlan] = []
+    for prof, sp in zip(speakers, profile_split):
+        pool = texts_of[sp]
+        for j, t in enumerate(rng.choice(len(pool), size=cfg.sentences_per_speaker, replace=False)):
+            for e in cfg.emotions:
+                utts.append(UtterancePlan(f"{prof.id}_{e}_{j:02d}", prof.id, sp, e, pool[int(t)], prof.voice,
+                                          render_params(prof, e, rng), (cfg.seed, len(utts))))
+    return speakers, utts
+
+
 # ------------------------------------------------------------------------------------------- rendering
 
 _ENGINE = None
@@ -203,10 +356,9 @@ def _engine():
 def render_utterance(u: UtterancePlan, path: Path) -> int:
     """Synthesise one planned utterance to ``path`` (16 kHz mono PCM16); return its number of samples."""
     p = u.params
-    wave, sr = _engine().synth(u.voice, u.text, rate=p.rate, pitch=p.pitch, pitch_range=p.pitch_range,
-                               volume=ENGINE_VOLUME, word_gap=p.word_gap)
+    wave, sr = _engine().synth(u.voice, u.text, volume=ENGINE_VOLUME, **engine_settings(p))
     x = resample(wave.astype(np.float32) / 32768.0, sr, TARGET_SR)
-    y = apply_voice_quality(x, TARGET_SR, p, np.random.default_rng(list(u.seed)))
+    y = render_cues(x, TARGET_SR, p, np.random.default_rng(list(u.seed)))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     sf.write(str(tmp), y, TARGET_SR, subtype="PCM_16", format="WAV")
@@ -350,11 +502,13 @@ def synthesize_corpus(
             u.id, u.id, n / TARGET_SR, speaker=u.speaker, emotion=u.emotion, corpus=CORPUS_NAME,
             gender=gender_of[u.speaker], text=u.text, language="en", pitch_level=pl, tempo_level=tl,
             energy_level=el, voice=u.voice, pitch_param=u.params.pitch, rate_wpm=u.params.rate,
-            loudness_db=round(u.params.loudness_db, 2)))
+            loudness_db=round(u.params.loudness_db, 2),
+            **({"render_method": u.params.method} if _varied(cfg) else {})))
+    splits = [sp for sp in SPLITS if sp in recs]
     prepared: PreparedCorpus = {
         split: {"recordings": RecordingSet.from_recordings(recs[split]),
                 "supervisions": SupervisionSet.from_segments(sups[split])}
-        for split in ("train", "dev", "test")
+        for split in splits
     }
     validate_prepared(prepared)
     save_prepared(prepared, out, CORPUS_NAME)
@@ -368,13 +522,13 @@ def synthesize_corpus(
         "splits": {sp: {"speakers": len({s.speaker for s in sups[sp]}), "utterances": len(sups[sp]),
                         "hours": round(sum(s.duration for s in sups[sp]) / 3600, 3),
                         "female": sum(1 for s in {(x.speaker, x.gender) for x in sups[sp]} if s[1] == "F")}
-                   for sp in ("train", "dev", "test")},
+                   for sp in splits},
         "speakers": len(speakers), "utterances": len(utts), "audio_hours": round(total_sec / 3600, 3),
         "mbrola_speakers": sum(1 for s in speakers if s.voice_kind == "mbrola"),
         "idiosyncratic_speakers": sum(1 for s in speakers if s.idiosyncrasies),
         "synthesised_now": n_todo, "seconds": round(render_seconds, 2),
         "realtime_factor": round(render_seconds / total_sec, 5) if n_todo else None,
-        "files": [f"{CORPUS_NAME}_{k}_{sp}.jsonl.gz" for sp in ("train", "dev", "test")
+        "files": [f"{CORPUS_NAME}_{k}_{sp}.jsonl.gz" for sp in splits
                   for k in ("recordings", "supervisions")] + ["speakers.jsonl"],
         "cached": False,
     }

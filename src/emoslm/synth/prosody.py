@@ -64,6 +64,10 @@ class SpeakerProfile:
     breath: float  # breathiness floor
     expressivity: float
     idiosyncrasies: list[str] = field(default_factory=list)
+    #: how the emotion cues reach the waveform (:data:`RENDER_METHODS`)
+    render_method: str = "engine"
+    #: the cues this speaker uses at all (all of :data:`CUES` unless the corpus varies them)
+    cues_used: list[str] = field(default_factory=lambda: list(CUES))
     #: the speaker's own cue vector per emotion, already scaled by expressivity
     emotion_cues: dict[str, list[float]] = field(default_factory=dict)
 
@@ -81,8 +85,13 @@ def sample_speaker(
     *,
     p_alike: float = 0.25,
     p_reversed: float = 0.25,
+    variation: CueVariation | None = None,
+    render_method: str = "engine",
 ) -> SpeakerProfile:
-    """Draw one speaker: baseline, expressivity, idiosyncrasies and their personal emotion cues."""
+    """Draw one speaker: baseline, expressivity, idiosyncrasies and their personal emotion cues.
+
+    ``variation`` (None: the corpus of SYNTH_VERSION 3, whose random draws it leaves unchanged) makes speakers
+    differ in which cues they use, in which direction and how strongly."""
     female = gender == "F"
     prof = SpeakerProfile(
         id=speaker_id, voice=voice, voice_kind=voice_kind, gender=gender,
@@ -111,6 +120,9 @@ def sample_speaker(
         i = CUES.index(c)
         cues[e][i] = -cues[e][i]
         prof.idiosyncrasies.append(f"reverses {c} for {e}")
+    prof.render_method = render_method
+    if variation is not None:
+        cues = variation.personalise(prof, cues, non_neutral, rng)
     for e, v in cues.items():
         v = v * prof.expressivity
         # strengths of effects stay within [0, 1]
@@ -118,6 +130,58 @@ def sample_speaker(
             v[CUES.index(c)] = float(np.clip(v[CUES.index(c)], 0.0, 1.0))
         prof.emotion_cues[e] = [round(float(x), 4) for x in v]
     return prof
+
+
+@dataclass(frozen=True)
+class CueVariation:
+    """How much speakers differ in the way they express emotion, beyond the prototype's jitter.
+
+    Real speakers do not all use the same cues: one gets louder when angry, another only faster; one speaks
+    more slowly when happy. A model that learns the population's prototype then fails on such a speaker, and
+    only that speaker's labelled enrollment utterances tell how they sound.
+    """
+
+    #: probability that a speaker uses a cue at all (per speaker and cue; at least ``min_cues`` are kept)
+    p_use: float = 0.7
+    min_cues: int = 3
+    #: probability that a speaker moves a prosodic cue the opposite way for one emotion (per speaker, emotion, cue)
+    p_flip: float = 0.08
+    #: log-normal spread of a speaker's strength per cue (one factor per speaker and cue, all emotions), kept
+    #: within [1/max_strength, max_strength] so that no cue becomes absurd (a whispered joy)
+    strength_sd: float = 0.5
+    max_strength: float = 2.0
+
+    def personalise(self, prof: SpeakerProfile, cues: dict[str, np.ndarray], non_neutral: Sequence[str],
+                    rng: np.random.Generator) -> dict[str, np.ndarray]:
+        n = len(CUES)
+        use = rng.random(n) < self.p_use
+        if use.sum() < self.min_cues:
+            use[rng.choice(n, size=self.min_cues, replace=False)] = True
+        strength = np.clip(np.exp(rng.normal(0.0, self.strength_sd, n)), 1 / self.max_strength, self.max_strength)
+        flips = []
+        out = {}
+        for e, v in cues.items():
+            v = v * strength * use
+            if e in non_neutral:
+                for c in ("pitch", "rate", "loudness", "range"):
+                    i = CUES.index(c)
+                    if use[i] and rng.random() < self.p_flip:
+                        v[i] = -v[i]
+                        flips.append(f"{c} for {e}")
+            out[e] = v
+        prof.cues_used = [c for c, u in zip(CUES, use) if u]
+        if flips:
+            prof.idiosyncrasies.append("reverses " + ", ".join(flips))
+        return out
+
+
+#: How the emotion cues of an utterance reach the waveform:
+#: ``engine``: pitch, range, rate and pauses by the TTS engine's prosody; voice quality and loudness in numpy;
+#: ``tape``: the engine speaks at the speaker's baseline, pitch by a tape-speed change of the waveform (which
+#: changes the tempo with it; the rate cue itself is not rendered), no range or pause cues; voice quality in numpy;
+#: ``sox``: the engine speaks at the baseline; pitch, tempo, loudness, tilt, harshness and tremolo by sox's
+#: WSOLA pitch shift and effects (formants move with the pitch, unlike the engine's), no breath, range or pauses.
+RENDER_METHODS = ("engine", "tape", "sox")
 
 
 @dataclass(frozen=True)
@@ -134,6 +198,11 @@ class RenderParams:
     harsh: float
     tremolo: float
     tremolo_hz: float
+    method: str = "engine"
+    #: the speaker's baseline engine settings, used by the methods that render the cues on the waveform
+    base_pitch: int = 50
+    base_range: int = 50
+    base_rate: int = 175
 
 
 def render_params(prof: SpeakerProfile, emotion: str, rng: np.random.Generator) -> RenderParams:
@@ -151,4 +220,8 @@ def render_params(prof: SpeakerProfile, emotion: str, rng: np.random.Generator) 
         harsh=float(v["harsh"]),
         tremolo=float(v["tremolo"]),
         tremolo_hz=float(rng.uniform(4.5, 7.5)),
+        method=prof.render_method,
+        base_pitch=int(round(np.clip(prof.pitch, 0, 100))),
+        base_range=int(round(np.clip(prof.pitch_range, 0, 100))),
+        base_rate=int(round(np.clip(prof.rate, 80, 400))),
     )
