@@ -29,12 +29,12 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from lhotse import CutSet
 from lhotse.features.base import FeatureExtractor, register_extractor
-from lhotse.features.io import FeaturesWriter
+from lhotse.features.io import FeaturesWriter, get_reader
 from lhotse.utils import Seconds, is_module_available
 
 from emoslm.audio import resample
@@ -49,6 +49,8 @@ NUM_MEL_BINS = 80
 CUTS_MANIFEST = "cuts_fbank.jsonl.gz"
 #: Beside it: the extractor config and storage type it was computed with (the cache key besides cut ids).
 CACHE_INFO = "fbank_cache.json"
+#: The index of :func:`compute_fbank_variant_cache`: what the audio went through, and each cut's storage key.
+VARIANT_INDEX = "fbank_variant.json"
 
 
 @dataclass
@@ -297,6 +299,69 @@ def compute_fbank_cache(
     os.replace(tmp, manifest)
     info_path.write_text(json.dumps(info, indent=1, sort_keys=True))
     return out
+
+
+def compute_fbank_variant_cache(
+    cuts: CutSet,
+    storage_dir: Path | str,
+    transform: Callable[[str, np.ndarray], np.ndarray],
+    key: Any,
+    num_jobs: int = 1,
+    *,
+    storage_type: Optional[type[FeaturesWriter]] = None,
+    progress_bar: bool = True,
+    desc: str = "fbank",
+) -> dict[str, np.ndarray]:
+    """``{cut id: [frames, 80] float32}``: the features of each cut's 16 kHz audio after ``transform(cut id,
+    samples)`` (a degraded copy: a transmission channel), computed once and stored under ``storage_dir``.
+
+    ``key`` (JSON) says what ``transform`` does: the stored features are loaded instead of recomputed when it,
+    the extractor config, the storage type and the cut ids all match the index ``fbank_variant.json``, written
+    last. ``num_jobs`` threads load and transform audio (a codec's subprocess and numpy release the GIL).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    storage_dir = Path(storage_dir).resolve()
+    cuts = cuts.to_eager()
+    cut_ids = [c.id for c in cuts]
+    config = KaldiNativeFbankConfig()
+    storage_type = storage_type or _default_storage_type()
+    info = json.loads(json.dumps({**_cache_info(KaldiNativeFbank80(config), storage_type), "transform": key}))
+    index_path = storage_dir / VARIANT_INDEX
+    index = None
+    if index_path.is_file():
+        try:
+            index = json.loads(index_path.read_text())
+        except ValueError as e:
+            log.warning("fbank cache %s unreadable (%s), recomputing", index_path, e)
+    if (not isinstance(index, dict) or index.get("info") != info or set(index.get("keys", {})) != set(cut_ids)
+            or not _storage_exists(str(storage_dir / index.get("storage", "?")))):
+        storage_dir.mkdir(parents=True, exist_ok=True)
+        index_path.unlink(missing_ok=True)
+
+        def features(cut: Any) -> np.ndarray:
+            c = cut if cut.sampling_rate == SAMPLING_RATE else cut.resample(SAMPLING_RATE)
+            try:
+                samples = c.load_audio()
+            except Exception as e:
+                raise AudioError(_source_of(cut), f"cut {cut.id}: cannot load audio for features ({e})") from e
+            wave = _as_mono(samples, _source_of(cut))
+            return _knf_fbank(np.asarray(transform(cut.id, wave), dtype=np.float32), config)
+
+        keys = {}
+        with storage_type(storage_dir / "feats") as writer, ThreadPoolExecutor(max(1, num_jobs)) as pool:
+            for cut, feats in tqdm(zip(cuts, pool.map(features, cuts)), total=len(cut_ids), desc=desc,
+                                   unit="utt", disable=not progress_bar):
+                keys[cut.id] = writer.write(cut.id, feats)
+            storage = Path(writer.storage_path).name
+        index = {"info": info, "storage": storage, "keys": keys}
+        tmp = index_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(index))
+        os.replace(tmp, index_path)
+    reader = get_reader(storage_type.name)(str(storage_dir / index["storage"]))
+    return {i: np.asarray(reader.read(index["keys"][i]), dtype=np.float32) for i in cut_ids}
 
 
 def load_features(cut: Any) -> np.ndarray:

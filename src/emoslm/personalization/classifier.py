@@ -14,7 +14,8 @@ Variants (``variant``):
 
 Encoder pre-training is the ``scratch`` variant on a pre-training corpus; its encoder (``model/encoder``) is
 what the other variants and the speech LM load. Speaker-style augmentation (:mod:`emoslm.data.augment`) is
-applied per target, shared with its enrollment utterances.
+applied per target, shared with its enrollment utterances. Channel augmentation (``channel_augment``, see
+:mod:`emoslm.data.channel`) hears each training utterance through a channel drawn for it alone; dev stays clean.
 
     emoslm train classifier --config configs/classifier_scratch.yaml [--set train.max_steps=300 ...]
 """
@@ -88,6 +89,11 @@ class ClassifierConfig:
     augment_styles: int = 32  # 0/1: no augmentation
     episode_size: int = 8  # variant "relative": utterances of one speaker per episode
     style_seed: int = 0
+    #: extra transmission channels of every training utterance (0: off), drawn per utterance: in a "relative"
+    #: episode an utterance is read against its speaker's others, which may come through another channel (a
+    #: clean enrollment, a phone-line query), so the embedding must not move with the channel
+    channel_augment: int = 0
+    channel_seed: int = 0
     threads: int = 1
     train: TrainArgs = field(default_factory=lambda: TrainArgs(max_steps=600, lr=1e-3, warmup_steps=50,
                                                                  eval_every=100, save_every=100))
@@ -106,13 +112,16 @@ class ClassifierRecipe:
                     f"{'holds no model.safetensors' if Path(cfg.encoder).is_dir() else 'does not exist'}: train it "
                     "first with `emoslm train classifier --config classifier_relative` (it writes "
                     "runs/demo/relative/encoder), or point to one with --set encoder=DIR")
+        if cfg.channel_augment < 0:
+            raise ConfigError(f"channel_augment must be >= 0 (extra channels per utterance); got {cfg.channel_augment}")
         self.cfg = cfg
 
     def setup(self) -> None:
         cfg = self.cfg
         self.rank, self.world = start_run(cfg.threads, cfg.train.seed)
         self.data = rank_zero_first(lambda: SERData(cfg.corpus, label_set=cfg.label_set, splits=["train", "dev"],
-                                                    progress=self.rank == 0))
+                                                    progress=self.rank == 0, channel_augment=cfg.channel_augment,
+                                                    channel_seed=cfg.channel_seed))
         n = len(self.data.label_set)
         mode = {"scratch": "none", "pretrained": "none", "personalized_n": "neutral", "personalized_a": "all",
                 "relative": "unlabeled"}[cfg.variant]
@@ -142,14 +151,20 @@ class ClassifierRecipe:
         return pick_enrollment(self.mode, target, pool, rng, n_labels=len(self.data.label_set),
                                neutral=self.neutral, n_unlabeled=self.cfg.episode_size - 1)
 
-    def _tensors(self, items, styles):
-        fb = self.data.fbank
-        feats, lengths = pad_batch([apply_style(fb[u.id], self.styles[s]) for (u, _), s in zip(items, styles)])
+    def _fbank(self, uid: str, rng: np.random.Generator | None) -> np.ndarray:
+        """An utterance's fbank; in training (``rng`` given) through a random one of its channels."""
+        if rng is None or self.data.n_channels == 1:  # no draw: without channels the batches stay as they were
+            return self.data.fbank[uid]
+        return self.data.fbank_of(uid, int(rng.integers(self.data.n_channels)))
+
+    def _tensors(self, items, styles, rng: np.random.Generator | None = None):
+        feats, lengths = pad_batch([apply_style(self._fbank(u.id, rng), self.styles[s])
+                                    for (u, _), s in zip(items, styles)])
         labels = torch.tensor([u.label for u, _ in items])
         if self.mode == "none":
             return feats, lengths, None, None, labels
         n = len(items[0][1])
-        flat = [apply_style(fb[e.id], self.styles[s]) for (_, es), s in zip(items, styles) for e in es]
+        flat = [apply_style(self._fbank(e.id, rng), self.styles[s]) for (_, es), s in zip(items, styles) for e in es]
         ef, el = pad_batch(flat)
         return feats, lengths, ef.view(len(items), n, *ef.shape[1:]), el.view(len(items), n), labels
 
@@ -163,7 +178,7 @@ class ClassifierRecipe:
             if e is not None:
                 items.append((u, e))
         styles = rng.integers(len(self.styles), size=len(items)).tolist()
-        return self._tensors(items, styles)
+        return self._tensors(items, styles, rng)
 
     def _episode_batch(self, rng: np.random.Generator):
         """Episodes of ``episode_size`` utterances of one speaker, one style per episode (variant relative)."""
@@ -174,7 +189,7 @@ class ClassifierRecipe:
             style = int(rng.integers(len(self.styles)))
             utts += [us[i] for i in rng.choice(len(us), n, replace=False)]
             styles += [style] * n
-        feats, lengths = pad_batch([apply_style(self.data.fbank[u.id], self.styles[s]) for u, s in zip(utts, styles)])
+        feats, lengths = pad_batch([apply_style(self._fbank(u.id, rng), self.styles[s]) for u, s in zip(utts, styles)])
         return feats, lengths, n, None, torch.tensor([u.label for u in utts])
 
     def loss_fn(self, model, batch):

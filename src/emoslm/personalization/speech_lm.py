@@ -11,7 +11,9 @@ Stages (``stage``):
 The speech encoder is frozen (paper: "the speech encoder parameters are fixed"); its outputs are computed once
 for every utterance and every speaker style (augmentation), so a training step runs only the Q-Former and the
 LLM. Each episode gets one random style for all its utterances: a new pseudo-speaker whose baseline only the
-context reveals.
+context reveals. With ``channel_augment`` the training utterances are also heard through random transmission
+channels (:mod:`emoslm.data.channel`: phone line, codecs, noise, level), drawn per utterance (see
+:meth:`~emoslm.personalization.data.SERData.channel_mix`); dev episodes stay clean.
 
     emoslm train speech_lm --config configs/speech_lm_stage2.yaml [--set train.max_steps=...]
 """
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 from emoslm.data.augment import sample_styles
-from emoslm.errors import EmoslmError
+from emoslm.errors import ConfigError, EmoslmError
 from emoslm.data.episodes import EpisodeSampler, sample_enrollment
 from emoslm.models.encoders import FbankTransformerEncoder
 from emoslm.personalization.data import EncodedStore, SERData
@@ -73,6 +75,12 @@ class SpeechLMConfig:
     label_smoothing: float = 0.1
     augment_styles: int = 16
     style_seed: int = 0
+    #: extra transmission channels of every training utterance (0: off). Each is drawn per utterance, not per
+    #: episode: a speaker's enrollment and queries often come through different channels (enrolled in an app,
+    #: queried over a phone line), so an utterance's reading must not depend on its channel, even when the
+    #: episode's other utterances came through another one. Needs augment_styles >= 2 (style 0 stays clean).
+    channel_augment: int = 0
+    channel_seed: int = 0
     dev_k: tuple[int, ...] = (0, 4)
     dev_max_episodes: int | None = None  # a seeded subset of the dev episodes (large LLMs evaluate slowly)
     threads: int = 1
@@ -86,7 +94,12 @@ def encode_corpus(data: SERData, encoder_dir: str, n_styles: int, style_seed: in
     encoder = FbankTransformerEncoder.from_pretrained(encoder_dir)
     styles = sample_styles(max(1, n_styles), style_seed)
     enc_id = str(Path(encoder_dir).resolve()) + str((Path(encoder_dir) / "model.safetensors").stat().st_mtime_ns)
-    return EncodedStore.build(encoder, data.fbank, styles, cache=cache_dir, encoder_id=enc_id, progress=progress)
+    per_style = None
+    if data.channel_fbank:  # the channels ride on the styles: one drawn per training utterance in each style but 0
+        per_style = data.channel_mix(len(styles), data.channel_seed)
+        enc_id += f"|channels:{','.join(c.key for c in data.channels)}:{data.channel_seed}"
+    return EncodedStore.build(encoder, data.fbank, styles, cache=cache_dir, encoder_id=enc_id, progress=progress,
+                              per_style=per_style)
 
 
 class SpeechLMRecipe:
@@ -101,6 +114,10 @@ class SpeechLMRecipe:
         if not Path(cfg.encoder).is_dir():
             raise EmoslmError(f"encoder: {cfg.encoder} does not exist (train it first: emoslm train classifier "
                               "--config classifier_relative --set corpus=... --set out_dir=...; it writes OUT/encoder)")
+        if cfg.channel_augment < 0 or (cfg.channel_augment and cfg.augment_styles < 2):
+            raise ConfigError(f"channel_augment must be >= 0, and needs augment_styles >= 2 (channels are drawn "
+                              f"within the style variants; style 0 stays clean); got channel_augment="
+                              f"{cfg.channel_augment}, augment_styles={cfg.augment_styles}")
         if cfg.init_from and not Path(cfg.init_from).is_dir():
             raise EmoslmError(f"init_from: {cfg.init_from} does not exist (train stage 1 first: emoslm train "
                               "speech_lm --config speech_lm_stage1 --set out_dir=..., or --set init_from=null)")
@@ -111,7 +128,8 @@ class SpeechLMRecipe:
         self.rank, self.world = start_run(cfg.threads, cfg.train.seed)
 
         def load():
-            data = SERData(cfg.corpus, label_set=cfg.label_set, splits=["train", "dev"], progress=self.rank == 0)
+            data = SERData(cfg.corpus, label_set=cfg.label_set, splits=["train", "dev"], progress=self.rank == 0,
+                           channel_augment=cfg.channel_augment, channel_seed=cfg.channel_seed)
             store = encode_corpus(data, cfg.encoder, cfg.augment_styles, cfg.style_seed,
                                   cfg.cache_dir or Path(cfg.corpus) / "encoded", progress=self.rank == 0)
             return data, store
