@@ -119,6 +119,30 @@ def test_a_retrained_input_checkpoint_changes_the_settings(tmp_path):
     assert not check.reuse and "input_weights.init_from" in check.reason
 
 
+@dataclass
+class _NewerCfg:
+    """_Cfg's settings a release later: one more setting, whose default does what the older runs did."""
+
+    out_dir: str = ""
+    corpus: str = "data/x"
+    init_from: str | None = None
+    threads: int = 1
+    progress: bool = True
+    train: TrainArgs = field(default_factory=lambda: TrainArgs(max_steps=10))
+    channel_augment: int = 0
+
+
+def test_a_setting_added_later_at_its_default_keeps_an_older_run():
+    cfg = _Cfg(out_dir="unused")
+    old = run_settings(cfg)
+    same = _NewerCfg(out_dir=cfg.out_dir)
+    defaults = run_settings(_NewerCfg())
+    assert settings_diff(old, run_settings(same), defaults=defaults) == {}
+    changed = replace(same, channel_augment=2)
+    assert settings_diff(old, run_settings(changed), defaults=defaults) == {"channel_augment": ("(not recorded)", 2)}
+    assert settings_diff(old, run_settings(same)) == {"channel_augment": ("(not recorded)", 0)}  # no defaults given
+
+
 def test_settings_diff_names_dotted_keys_and_ignores_non_result_keys():
     old = {"a": 1, "train": {"lr": 0.001, "progress": True}, "threads": 2, "tasks": ["x", "y"]}
     new = {"a": 1.0, "train": {"lr": 0.002, "progress": False}, "threads": 1, "tasks": ("x", "y"), "b": None}

@@ -84,7 +84,10 @@ class EvalPlan:
     label_set: str = "ekman7"
     k_max: int = 7
     lo_k_max: int = 4
-    seed: int = 0
+    seed: int = 0  # the episodes, the label controls and (unless peer_seed) the eGeMAPS peer's draws
+    #: the eGeMAPS peer's training draws: a training replicate varies it while every replicate is scored on the
+    #: same episodes (None: ``seed``)
+    peer_seed: int | None = None
     peer: bool = True
     shuffled_control: bool = True
     decode: str = "score"
@@ -406,13 +409,14 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
                         results.add(ctrl, None if k == 0 else setting, res, k=k)
 
     if peer_corpus is not None:
+        peer_seed = plan.seed if plan.peer_seed is None else plan.peer_seed
         train_items, _ = _peer_items(peer_corpus, "train", ls, progress)
         _, feats = _peer_items(plan.corpus, split, ls, progress)
         if cal_sets:  # the peer at its best: its normalisation chosen on the dev episodes the temperatures use
             _, dev_feats = _peer_items(plan.corpus, cal_split, ls, progress)
-            peer, selection = select_peer(train_items, cal_sets, dev_feats, ls, plan.seed, plan.k_max)
+            peer, selection = select_peer(train_items, cal_sets, dev_feats, ls, peer_seed, plan.k_max)
         else:
-            peer = EgemapsPeer(ls, seed=plan.seed).fit(train_items, ks=range(plan.k_max + 1))
+            peer = EgemapsPeer(ls, seed=peer_seed).fit(train_items, ks=range(plan.k_max + 1))
             selection = {"selected_on": f"nothing (no {CALIBRATION_SPLIT} split): the default normalisation"}
         name = "eGeMAPS peer (enrollment-normalised LR)"
         results.add_model(name, kind="peer", **peer.describe(), trained_on=f"{peer_corpus} (train)", **selection)

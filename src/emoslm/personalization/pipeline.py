@@ -11,6 +11,15 @@ continues where it stopped, and a step of other settings is trained again
 
 ``checkpoints=DIR`` evaluates the models found there (one folder per step) instead of training them; ``emoslm
 demo`` uses the shipped ones (``assets/paper000``) unless ``--train-all``.
+
+``seed=N`` makes one training replicate: every step's training (:data:`SEED_FIELDS`: the initialisation and
+batches, the augmentation styles and channels) and the eGeMAPS peer's training draws use seed N, while the test
+episodes and the label controls stay those of seed 0, so that every replicate is scored on the same episodes and
+the spread over seeds is the training's (``benchmarks/personalization_seeds.py`` runs several). Seed 0 is
+today's run, setting for setting.
+
+``extra_splits`` evaluates other splits of the corpus with the same models, each into ``RUNS/eval_<split>``
+(e.g. ``unseen``: speakers of a held-out voice family, see :data:`EXTRA_EVAL_SPLITS`).
 """
 
 from __future__ import annotations
@@ -18,11 +27,13 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Sequence
 
 from emoslm.assets import SHIPPED_ROOT
 from emoslm.config import load_config
+from emoslm.data.manifests import load_prepared
 from emoslm.errors import EmoslmError
 from emoslm.personalization import classifier, speech_lm
 from emoslm.personalization.evaluation import (
@@ -38,6 +49,14 @@ from emoslm.training.reuse import check_run, clear_run, same_weights
 
 #: models shipped with the package (made by the ``long`` profile; ``assets/paper000/README.md`` has the command)
 SHIPPED_CHECKPOINTS = SHIPPED_ROOT / "paper000"
+
+#: Splits evaluated besides the test split when the corpus has them (``extra_splits=None``): ``unseen`` holds
+#: speakers of a voice family and an emotion rendering that no training split has.
+EXTRA_EVAL_SPLITS = ("unseen",)
+
+#: The fields of a step's config that seed its training (those it has are set to the run's seed when that is
+#: not 0): initialisation and batches, the augmentation styles, the transmission channels.
+SEED_FIELDS = ("train.seed", "style_seed", "channel_seed")
 
 #: steps per training run, per profile
 PROFILES: dict[str, dict[str, int]] = {
@@ -125,28 +144,43 @@ class PersonalizationRun:
     workers: int | None = None
     checkpoints: str | None = None  # evaluate the models found here instead of training them
     train_all: bool = False  # train every model, the shipped ones included
+    seed: int = 0  # the training replicate (every model, the peer's draws); other than 0 trains every model
     progress: bool = True
 
 
 def run(cfg: PersonalizationRun) -> dict:
     """The demo pipeline; on the demo corpus and schedule it evaluates the shipped encoder and MetaICL model
-    (``assets/paper000``) unless ``train_all`` or ``checkpoints`` says otherwise."""
+    (``assets/paper000``) unless ``train_all``, ``checkpoints`` or a ``seed`` other than 0 says otherwise."""
     checkpoints = cfg.checkpoints
-    if checkpoints is None and not cfg.train_all and cfg.preset == "demo" and cfg.profile in (None, "demo"):
+    if (checkpoints is None and not cfg.train_all and cfg.seed == 0 and cfg.preset == "demo"
+            and cfg.profile in (None, "demo")):
         checkpoints = str(SHIPPED_CHECKPOINTS)  # the long-trained encoder and MetaICL model (see its README)
     return run_personalization_demo(cfg.out, cfg.runs or f"runs/{cfg.profile or cfg.preset}", preset=cfg.preset,
                                     workers=cfg.workers, profile=cfg.profile, checkpoints=checkpoints,
-                                    progress=cfg.progress)
+                                    seed=cfg.seed, extra_splits=None, progress=cfg.progress)
 
 
 def run_personalization_demo(data_root: str | Path = "data", runs_root: str | Path = "runs/demo", *,
                              preset: str = "demo", profile: str | None = None, workers: int | None = None,
-                             checkpoints: str | Path | None = None, progress: bool = True, console=None) -> dict:
-    """Run every step; return {"summary": corpus summary, "timings": {...}, "report": paths}."""
+                             checkpoints: str | Path | None = None, seed: int = 0,
+                             extra_splits: Sequence[str] | None = (), progress: bool = True, console=None) -> dict:
+    """Run every step; return {"summary": corpus summary, "timings": {...}, "report": paths, "extra_reports":
+    {split: paths}}.
+
+    ``seed``: the replicate (see the module docstring). With ``checkpoints`` the models found there are copied
+    into the runs folder, not trained, so they are the same model whatever the seed: a run of another seed than 0
+    must train everything (``checkpoints=None``) and is refused otherwise.
+    ``extra_splits``: splits evaluated after the test split, each into ``RUNS/eval_<split>``; None: those of
+    :data:`EXTRA_EVAL_SPLITS` that the corpus has.
+    """
     from rich.console import Console
 
+    if seed != 0 and checkpoints is not None:
+        raise EmoslmError(f"seed {seed}: the models of {checkpoints} were trained once, with seed 0; a run of "
+                          "another seed trains every model (no checkpoints; `emoslm demo --train-all`)")
+
     console = console or Console()
-    profile = profile or ("tiny" if preset == "tiny" else "demo")
+    profile = profile or ("tiny" if preset in ("tiny", "heldout_tiny") else "demo")
     steps = {"personalized_a": PROFILES[profile]["classifier"], "lo_k_max": 4, **PROFILES[profile]}
     corpus = Path(data_root) / f"synth_{preset}"
     root = Path(runs_root)
@@ -176,6 +210,9 @@ def run_personalization_demo(data_root: str | Path = "data", runs_root: str | Pa
             overrides.append(f"augment_styles={steps['styles']}")
         if profile == "tiny":
             overrides += ["train.eval_every=5", "train.save_every=5", "train.warmup_steps=2"]
+        if seed != 0:  # seed 0 is every config's default: its runs keep their settings (and stay reusable)
+            have = {f.name for f in fields(getattr(module, cfg_name))}
+            overrides += [f"{name}={seed}" for name in SEED_FIELDS if name.split(".")[0] in have]
         cfg = load_config(getattr(module, cfg_name), step.config, overrides)
         check = check_run(out, cfg, step.name)  # reused only when trained with these settings
         if check.reuse:
@@ -189,11 +226,28 @@ def run_personalization_demo(data_root: str | Path = "data", runs_root: str | Pa
     t = time.perf_counter()
     classifiers, icl, enc = demo_models(root)
     plan = EvalPlan(corpus=str(corpus), out_dir=str(root / "eval"), classifiers=classifiers, icl=icl,
-                    k_max=7 if profile != "tiny" else 2, lo_k_max=steps["lo_k_max"] if profile != "tiny" else 1)
+                    k_max=7 if profile != "tiny" else 2, lo_k_max=steps["lo_k_max"] if profile != "tiny" else 1,
+                    peer_seed=seed)
+    training = {"profile": profile, "steps": steps, "seed": seed,
+                "timings_s": {k: round(v, 1) for k, v in timings.items()}}
     results = run_eval(plan, progress=progress)
-    results.metadata.training = {"profile": profile, "steps": steps, "timings_s": {k: round(v, 1) for k, v in timings.items()}}
+    results.metadata.training = training
     paths = write_report(results, plan.out_dir, console)
     timings["evaluation"] = time.perf_counter() - t
+
+    if extra_splits is None:
+        extra_splits = [s for s in EXTRA_EVAL_SPLITS if s in load_prepared(corpus)]
+    extra_reports = {}
+    for split in extra_splits:
+        if split == plan.split:
+            continue
+        t = time.perf_counter()
+        # as `emoslm eval --split SPLIT`: the same models and seed; its own folder, so its own episode sets
+        extra = replace(plan, split=split, out_dir=str(root / f"eval_{split}"))
+        split_results = run_eval(extra, progress=progress)
+        split_results.metadata.training = training
+        extra_reports[split] = write_report(split_results, extra.out_dir, console)
+        timings[f"evaluation ({split})"] = time.perf_counter() - t
 
     bundle = bundle_from_runs(root, root / "bundle", {"corpus": str(corpus), "profile": profile})
     fit = results.calibration.get("models", {}).get(icl[0].name) if icl else None
@@ -207,4 +261,4 @@ def run_personalization_demo(data_root: str | Path = "data", runs_root: str | Pa
             "test_ece_after": fit["test"]["ece_after"]})
     (root / "demo_timings.json").write_text(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=2))
     console.print(f"report: {paths['html']}  (markdown: {paths['markdown']}); model bundle: {root / 'bundle'}")
-    return {"summary": summary, "timings": timings, "report": paths}
+    return {"summary": summary, "timings": timings, "report": paths, "extra_reports": extra_reports}

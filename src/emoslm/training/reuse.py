@@ -133,12 +133,23 @@ def read_record(out_dir: str | Path) -> dict[str, Any] | None:
     return None
 
 
-def settings_diff(old: dict[str, Any], new: dict[str, Any],
-                  ignore: frozenset[str] = NON_RESULT_KEYS) -> dict[str, tuple[Any, Any]]:
-    """``{dotted key: (old, new)}`` for every key whose value differs, apart from the ``ignore`` keys."""
-    a, b = _flatten(old), _flatten(new)
+def settings_diff(old: dict[str, Any], new: dict[str, Any], ignore: frozenset[str] = NON_RESULT_KEYS,
+                  defaults: dict[str, Any] | None = None) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old, new)}`` for every key whose value differs, apart from the ``ignore`` keys. A key the
+    old run did not record (a setting added to the config later) whose new value is its default in
+    ``defaults`` is the same setting: the old run ran with what that default does."""
+    a, b, d = _flatten(old), _flatten(new), _flatten(defaults or {})
     return {k: (a.get(k, _MISSING), b.get(k, _MISSING)) for k in sorted(set(a) | set(b))
-            if k.rsplit(".", 1)[-1] not in ignore and a.get(k, _MISSING) != b.get(k, _MISSING)}
+            if k.rsplit(".", 1)[-1] not in ignore and a.get(k, _MISSING) != b.get(k, _MISSING)
+            and not (k not in a and k in d and b.get(k, _MISSING) == d[k])}
+
+
+def default_settings(cfg: Any) -> dict[str, Any]:
+    """The settings of ``cfg``'s class with every field at its default ({} when it has no such instance)."""
+    try:
+        return run_settings(type(cfg)()) if dataclasses.is_dataclass(cfg) else {}
+    except TypeError:  # a field without a default
+        return {}
 
 
 def describe_diff(diff: dict[str, tuple[Any, Any]], limit: int = 6) -> str:
@@ -202,7 +213,7 @@ def check_run(out_dir: str | Path, cfg: Any, what: str | None = None) -> RunChec
     if rec is None:
         why = f"{name}: {out} has a run without recorded settings (settings.json or config.yaml); training it again"
     else:
-        diff = settings_diff(rec["settings"], new)
+        diff = settings_diff(rec["settings"], new, defaults=default_settings(cfg))
         if not diff:
             if is_finished(out):
                 log.info("%s: %s was trained with the same settings; reused", name, out)
