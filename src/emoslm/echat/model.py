@@ -1,8 +1,8 @@
 """E-chat (paper 003): speech encoder -> two layer weightings -> connection module -> frozen LLM decoder.
 
 - The speech encoder exposes all its hidden layers (:class:`SpeechEncoder`): the fbank transformer of this
-  project, or any ``transformers`` speech encoder that returns hidden states (Whisper, HuBERT, WavLM, ...)
-  loaded from a local directory.
+  project, the packaged Whisper (tiny.en, base; :class:`WhisperSpeechEncoder`), or any ``transformers`` speech
+  encoder that returns hidden states (Whisper, HuBERT, WavLM, ...) loaded from a local directory.
 - Two learned softmax weightings over those layers (:class:`~emoslm.models.adapters.LayerWeighting`): one
   gives the speech embeddings, the other the emotion embeddings (Sec. 3.1).
 - The connection module: frames stacked by ``stack``, a linear map, ``connector_layers`` (4) transformer
@@ -12,9 +12,11 @@
 - LLM input: ``BOS, emotion embedding, speech embeddings, prompt`` (stage 1 leaves the emotion embedding out,
   as in Fig. 2), then the target text and EOS; the loss is on the target and EOS only.
 
-Training stages (:meth:`EChatModel.set_stage`): stage 1 trains encoder + speech weighting + connector;
-stage 2 trains connector + emotion weighting, pooling, projection and head, with encoder, speech weighting
-and LLM frozen. The LLM is always frozen. Loss: :func:`mix_loss`, ``(1 - alpha) L_decoder + alpha L_emotion``.
+Training stages (:meth:`EChatModel.set_stage`): stage 1 trains encoder + speech weighting + connector (the
+encoder stays frozen with ``freeze_encoder``); stage 2 trains connector + emotion weighting, pooling, projection
+and head, with encoder, speech weighting and LLM frozen. The LLM is always frozen. A frozen encoder's hidden
+states can be kept per utterance during training (:class:`FrozenStatesCache`). Loss: :func:`mix_loss`,
+``(1 - alpha) L_decoder + alpha L_emotion``.
 What trains, the frozen parts' eval mode and the checkpoints are the shared
 :class:`~emoslm.models.speech_llm.SpeechLLM`'s (``model.speech_llm``).
 """
@@ -42,6 +44,7 @@ from emoslm.models.encoders import (
 from emoslm.models.io import config_from_dict, config_to_dict
 from emoslm.models.llm import LLMSpec, load_backbone
 from emoslm.models.speech_llm import SpeechLLM, checkpoint_config
+from emoslm.models.whisper_convert import whisper_encoder_states, whisper_hf_dir
 
 #: Prompts of paper 003 (Sec. 5.1).
 ASR_PROMPT = "Transcribe the speech."
@@ -51,10 +54,11 @@ _CONNECTOR = ("in_proj", "connector", "out_proj")
 _KIND = "an E-chat"  # what the checkpoint errors say a folder is not
 
 
-def _stage_parts(stage: int) -> tuple[str, ...]:
-    """The parts that train in ``stage`` (1: ASR, 2: emotional-response SFT); the LLM never does."""
+def _stage_parts(stage: int, freeze_encoder: bool = False) -> tuple[str, ...]:
+    """The parts that train in ``stage`` (1: ASR, 2: emotional-response SFT); the LLM never does, the encoder
+    in stage 1 only, unless ``freeze_encoder``."""
     if stage == 1:
-        return ("encoder", "speech_weights", *_CONNECTOR)
+        return (*(() if freeze_encoder else ("encoder",)), "speech_weights", *_CONNECTOR)
     if stage == 2:
         return (*_CONNECTOR, "emotion_weights", "emotion_pool", "emotion_proj", "emotion_head")
     raise ValueError(f"stage must be 1 or 2, got {stage}")
@@ -134,12 +138,15 @@ class FbankSpeechEncoder(SpeechEncoder):
 class HFSpeechEncoder(SpeechEncoder):
     """A ``transformers`` speech encoder from a local directory (model + feature extractor files).
 
-    Whisper-style models (log-mel ``input_features``, padded to 30 s by their feature extractor) use their
-    encoder, and all its 1500 output frames are passed on (Whisper was trained attending to its padding);
-    wav2vec2-style models (HuBERT, WavLM, wav2vec 2.0: ``input_values``) are used whole, padding masked.
+    Whisper-style models (log-mel ``input_features``) use their encoder. With ``pad_30s`` (the default) the
+    log-mel is padded to Whisper's 30 s window and all its 1500 output frames are passed on (Whisper was trained
+    attending to its padding); without it only the utterance's frames are encoded (2 log-mel frames per output
+    frame, as ctranslate2 does for :class:`~emoslm.models.frozen_speech.WhisperCT2Encoder`): ~10x faster for
+    a 3 s utterance, and a batch's padding is masked. wav2vec2-style models (HuBERT, WavLM, wav2vec 2.0:
+    ``input_values``) are used whole, padding masked.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, pad_30s: bool = True):
         super().__init__()
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
@@ -154,22 +161,32 @@ class HFSpeechEncoder(SpeechEncoder):
         model = AutoModel.from_pretrained(p, config=config, local_files_only=True)
         self.extractor = AutoFeatureExtractor.from_pretrained(p, local_files_only=True)
         self.whisper = "input_features" in self.extractor.model_input_names
+        if not pad_30s and not self.whisper:
+            raise ValueError(f"{p}: pad_30s=False applies to Whisper encoders only")
+        self.pad_30s = pad_30s
         self.net = model.get_encoder() if self.whisper else model
         # counted, not read from the config: models differ (WavLM returns no separate input embedding)
         with torch.no_grad():
             probe, _ = self.forward([self.featurize(np.zeros(16000, dtype=np.float32))])
         self.n_hidden_states = len(probe)
         self.d_model = int(probe[0].shape[-1])
-        self.spec = {"kind": "hf", "path": str(p)}
+        self.spec = {"kind": "hf", "path": str(p), **({} if pad_30s else {"pad_30s": False})}
 
     def featurize(self, wave: np.ndarray) -> np.ndarray:
         if self.whisper:  # [3000, n_mels]: frames first, so that utterances stack along time like fbank
-            return self.extractor(wave, sampling_rate=16000, return_tensors="np")["input_features"][0].T
+            feats = self.extractor(wave, sampling_rate=16000, return_tensors="np")["input_features"][0].T
+            if not self.pad_30s:  # the utterance's frames of the same log-mel, an even number (conv stride 2)
+                feats = feats[: 2 * max(1, min(len(feats) // 2, len(wave) // 320))]
+            return feats
         return self.extractor(wave, sampling_rate=16000, return_tensors="np")["input_values"][0]
 
     def forward(self, inputs: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
         x, lengths = _pad(inputs)
         dev = next(self.net.parameters()).device
+        if self.whisper and not self.pad_30s:
+            states = whisper_encoder_states(self.net, x.transpose(1, 2).to(dev), lengths)
+            mask = lengths_to_mask((lengths // 2).to(dev), states[0].shape[1])
+            return [h.masked_fill(~mask[..., None], 0.0) for h in states], mask
         if self.whisper:
             out = self.net(x.transpose(1, 2).to(dev), output_hidden_states=True)
             n = out.hidden_states[0].shape[1]
@@ -183,15 +200,66 @@ class HFSpeechEncoder(SpeechEncoder):
         return [h.masked_fill(~mask[..., None], 0.0) for h in out.hidden_states], mask
 
 
+class WhisperSpeechEncoder(HFSpeechEncoder):
+    """The packaged Whisper (``tiny.en``, ``base``) or a local CTranslate2 Whisper directory, with all its
+    ``n_layers + 1`` hidden states: ctranslate2 exposes only the last, so the model is converted once to a
+    ``transformers`` directory in the emoslm cache (:func:`~emoslm.models.whisper_convert.whisper_hf_dir`).
+    ``pad_30s=False`` by default, like :class:`~emoslm.models.frozen_speech.WhisperCT2Encoder`."""
+
+    def __init__(self, model: str = "tiny.en", pad_30s: bool = False):
+        super().__init__(str(whisper_hf_dir(model)), pad_30s=pad_30s)
+        #: the model's name, not the cache path: a saved E-chat model converts it again where it is missing
+        self.spec = {"kind": "whisper", "model": model, "pad_30s": pad_30s}
+
+
 def build_speech_encoder(spec: dict[str, Any]) -> SpeechEncoder:
-    """``{"kind": "fbank", "preset": "tiny", ...overrides}`` or ``{"kind": "hf", "path": DIR}``."""
+    """``{"kind": "fbank", "preset": "tiny", ...overrides}``, ``{"kind": "whisper", "model": "tiny.en"|"base"|
+    CT2_DIR, "pad_30s": False}`` or ``{"kind": "hf", "path": DIR, "pad_30s": True}``."""
     spec = dict(spec)
     kind = spec.pop("kind", "fbank")
     if kind == "fbank":
         return FbankSpeechEncoder(**spec)
+    if kind == "whisper":
+        return WhisperSpeechEncoder(**spec)
     if kind == "hf":
         return HFSpeechEncoder(**spec)
-    raise ValueError(f"unknown speech encoder kind {kind!r} (fbank or hf)")
+    raise ValueError(f"unknown speech encoder kind {kind!r} (fbank, whisper or hf)")
+
+
+class FrozenStatesCache:
+    """A frozen encoder's hidden states, per utterance, computed the first time the utterance is encoded.
+
+    A training run meets each utterance many times (stage 2 on the demo data: 150 steps of 8 over 92 entries,
+    ~13 times each; the valid split at every evaluation), and a frozen encoder (eval mode, no gradient) gives
+    the same states every time, so each is computed once: a step then costs the connector and the LLM only.
+    The key is the input array's identity: the recipe keeps its samples' arrays for the whole run, and the
+    cache holds a reference to each, so an id is never reused. Each utterance's valid frames are kept apart
+    from its batch (a batch's padding is masked, so they are those it gets alone, to float rounding); memory:
+    ``n_hidden_states * frames * d_model`` floats per utterance (Whisper tiny.en, 3 s: ~1 MB).
+    """
+
+    def __init__(self) -> None:
+        self._states: dict[int, tuple[np.ndarray, list[torch.Tensor]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __call__(self, encode, inputs: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``encode(inputs) -> (hidden_states, mask)`` for the utterances not seen yet; all of ``inputs``'
+        states, padded into a batch, and their mask."""
+        missing = list({id(x): x for x in inputs if id(x) not in self._states}.values())
+        if missing:
+            with torch.no_grad():
+                states, mask = encode(missing)
+            for i, x in enumerate(missing):
+                n = int(mask[i].sum())
+                self._states[id(x)] = (x, [h[i, :n].detach().clone() for h in states])
+        kept = [self._states[id(x)][1] for x in inputs]
+        lengths = torch.tensor([k[0].shape[0] for k in kept])
+        t = int(lengths.max())
+        batch = [torch.stack([F.pad(k[layer], (0, 0, 0, t - k[layer].shape[0])) for k in kept])
+                 for layer in range(len(kept[0]))]
+        return batch, lengths_to_mask(lengths, t).to(batch[0].device)
 
 
 # ------------------------------------------------------------------------------------------------- model
@@ -211,6 +279,7 @@ class EChatConfig:
     connector_ff: int = 1024
     dropout: float = 0.1
     max_new_tokens: int = 48
+    freeze_encoder: bool = False  # stage 1 trains the encoder (the paper) unless set; stage 2 never does
 
 
 @dataclass
@@ -251,6 +320,8 @@ class EChatModel(nn.Module):
         self.emotion_head = nn.Linear(d, len(self.label_set))
         adapters = ("speech_weights", "emotion_weights", *_CONNECTOR, "emotion_pool", "emotion_proj", "emotion_head")
         SpeechLLM(self.backbone, {name: getattr(self, name) for name in adapters}, encoder=self.encoder).attach(self)
+        #: set by the training recipe: a frozen encoder's hidden states, kept per utterance
+        self.states_cache: FrozenStatesCache | None = None
         self.stage = 1
         self.set_stage(1)
 
@@ -258,10 +329,10 @@ class EChatModel(nn.Module):
 
     def stage_modules(self, stage: int) -> list[nn.Module]:
         """The modules trained in ``stage`` (1: ASR, 2: emotional-response SFT)."""
-        return [getattr(self, name) for name in _stage_parts(stage)]
+        return [getattr(self, name) for name in _stage_parts(stage, self.cfg.freeze_encoder)]
 
     def set_stage(self, stage: int) -> "EChatModel":
-        trained = _stage_parts(stage)
+        trained = _stage_parts(stage, self.cfg.freeze_encoder)
         self.speech_llm.set_trainable(**{name: name in trained for name in self.speech_llm.part_names})
         self.stage = stage
         return self.train(self.training)
@@ -279,7 +350,10 @@ class EChatModel(nn.Module):
 
     def encode(self, inputs: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Speech embeddings ``[B, N, H]`` with their mask ``[B, N]``, and pooled emotion vectors ``[B, d]``."""
-        hidden_states, mask = self.speech_llm.encode(inputs)  # without autograd when frozen (stage 2)
+        if self.states_cache is not None and not self.speech_llm.trainable["encoder"]:
+            hidden_states, mask = self.states_cache(self.speech_llm.encode, inputs)
+        else:
+            hidden_states, mask = self.speech_llm.encode(inputs)  # without autograd when frozen (stage 2)
         speech = self.speech_weights(hidden_states)
         emotion = self.emotion_pool(self.emotion_weights(hidden_states), mask)
         k = self.cfg.stack

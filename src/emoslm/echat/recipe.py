@@ -1,15 +1,18 @@
 """Recipe: E-chat's two-stage training (paper 003, Sec. 3.2).
 
-- ``stage: 1`` (ASR): encoder + speech layer weighting + connection module trainable, LLM frozen, alpha = 0,
-  prompt "Transcribe the speech."; data: the dialogue dataset's training questions, plus an optional prepared
-  corpus with transcripts (``asr_corpus``, e.g. the synthetic corpus ``data/synth_demo``); a transcript equal
-  to a test question is refused (:func:`check_no_test_questions`);
+- ``stage: 1`` (ASR): encoder + speech layer weighting + connection module trainable (the encoder frozen with
+  ``model.freeze_encoder: true``), LLM frozen, alpha = 0, prompt "Transcribe the speech."; data: the dialogue
+  dataset's training questions, plus an optional prepared corpus with transcripts (``asr_corpus``, e.g. the
+  synthetic corpus ``data/synth_demo``); a transcript equal to a test question is refused
+  (:func:`check_no_test_questions`);
 - ``stage: 2`` (emotional-response SFT on the dialogue dataset): connection module + emotion weighting, pooling,
   projection and head trainable; encoder and LLM frozen; loss ``(1 - alpha) L_decoder + alpha L_emotion`` with
   alpha = 0.1; ``init_from`` the stage-1 checkpoint.
 
 The dialogue data's splits must be disjoint by question and by speaker (:func:`~emoslm.echat.dialogue.load_manifest`
-refuses data made with entry-random splits). Every utterance's encoder input is computed once. The dev score is
+refuses data made with entry-random splits). Every utterance's encoder input is computed once, and while the
+encoder is frozen (stage 2; stage 1 with ``model.freeze_encoder``) so are its hidden states
+(:class:`~emoslm.echat.model.FrozenStatesCache`). The dev score is
 minus the teacher-forced decoder loss on the valid split (cheap; the generated responses are scored by
 :func:`emoslm.echat.evaluation.evaluate_echat`).
 
@@ -32,6 +35,7 @@ from emoslm.echat.model import (
     RESPONSE_PROMPT,
     EChatConfig,
     EChatModel,
+    FrozenStatesCache,
     Sample,
 )
 from emoslm.errors import EmoslmError
@@ -125,6 +129,7 @@ class EChatRecipe:
         if cfg.init_from:
             self.model.load_weights(cfg.init_from)
         self.model.set_stage(cfg.stage)
+        self.model.states_cache = FrozenStatesCache()  # used while the encoder is frozen
 
         def load():
             train = self.samples("train")
