@@ -192,7 +192,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
                                         progress=not a.quiet))
         return 0
     run(PersonalizationRun(out=a.out, runs=a.runs, preset=a.preset, profile=a.profile, workers=a.workers,
-                           checkpoints=a.checkpoints, train_all=a.train_all, progress=not a.quiet))
+                           checkpoints=a.checkpoints, train_all=a.train_all, seed=a.seed, progress=not a.quiet))
     return 0
 
 
@@ -538,7 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the main job on the embedded default data")
     d.add_argument("--out", default="data", help="folder for the corpus and results (default: data)")
-    d.add_argument("--preset", default="demo", choices=["tiny", "demo", "full"], help="corpus size (default: demo)")
+    d.add_argument("--preset", default="demo", choices=["tiny", "demo", "full", "heldout", "heldout_tiny"],
+                   help="the synthetic corpus (default: demo; heldout: splits that share no sentence or voice, and an "
+                        "unseen split of a held-out voice family and emotion rendering, evaluated too)")
     d.add_argument("--workers", type=int, default=None)
     d.add_argument("--profile", default=None, choices=["tiny", "demo", "long"],
                    help="training schedule (default: tiny for the tiny preset, else demo)")
@@ -547,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate pre-trained models from this folder instead of training them (default for the demo "
                         "preset and profile: the shipped speaker-relative encoder and MetaICL model)")
     d.add_argument("--train-all", action="store_true", help="train every model, the shipped ones included")
+    d.add_argument("--seed", type=int, default=0,
+                   help="training replicate: every model trained with this seed (other than 0: all trained)")
     d.add_argument("--synth-only", action="store_true", help="only synthesise the corpus and summarise it")
     add_progress_option(d)
     d.set_defaults(fn=cmd_demo)
@@ -577,7 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("synth", help="synthesise data").add_subparsers(dest="what", required=True)
     sc = s.add_parser("corpus", help="the synthetic emotional speech corpus")
-    sc.add_argument("--preset", default="demo", choices=["tiny", "demo", "full"])
+    sc.add_argument("--preset", default="demo", choices=["tiny", "demo", "full", "heldout", "heldout_tiny"],
+                    help="corpus (heldout: splits share no sentence or voice, plus an unseen split of a held-out voice "
+                         "family and emotion rendering)")
     sc.add_argument("--out", default=None, help="output folder (default: data/synth_<preset>)")
     sc.add_argument("--seed", type=int, default=None)
     sc.add_argument("--speakers", type=int, default=None, help="override the preset's number of speakers")
