@@ -27,22 +27,16 @@ TITLE = "Held-out synthetic corpus: leakage and a classic peer"
 def peer_table(corpus: Path, ks: list[int], progress: bool) -> dict:
     from emoslm.data.episodes import EpisodeSampler
     from emoslm.data.manifests import load_prepared
-    from emoslm.egemaps import egemaps_for
     from emoslm.labels import get_label_set
     from emoslm.metrics import evaluate
-    from emoslm.personalization.egemaps_peer import EgemapsPeer, items_from_supervisions
-    from emoslm.personalization.evaluation import select_peer
+    from emoslm.personalization.egemaps_peer import EgemapsPeer
+    from emoslm.personalization.evaluation import peer_items, select_peer
 
     ls = get_label_set("ekman7")
-    prepared = load_prepared(corpus)
     items, feats = {}, {}
-    for split, parts in prepared.items():
-        recs = parts["recordings"]
-        sups = list(parts["supervisions"])
-        f = egemaps_for([(s.id, recs[s.recording_id].sources[0].source, s.start, s.duration) for s in sups],
-                        cache=corpus / "egemaps.npz", workers=2, progress=progress)
-        feats.update(f)
-        items[split] = items_from_supervisions(sups, f, ls)
+    for split in load_prepared(corpus):  # eGeMAPS cached in the corpus folder, as emoslm eval does
+        items[split], split_feats = peer_items(str(corpus), split, ls, progress)
+        feats.update(split_feats)
 
     def episodes(split: str, k: int, speakers: set[str] | None = None):
         rows = [(i, s, lab) for i, s, lab, _ in items[split] if speakers is None or s in speakers]

@@ -156,7 +156,7 @@ def leakage_check(plan: EvalPlan, split: str) -> dict:
     return split_overlap({reference: load_prepared(other)["train"], split: prepared[split]}, reference, split)
 
 
-def _peer_items(corpus: str, split: str, label_set: LabelSet, progress: bool):
+def peer_items(corpus: str, split: str, label_set: LabelSet, progress: bool):
     """(id, speaker, label, eGeMAPS) of the labelled utterances of one split (cached in the corpus folder)."""
     prepared = load_prepared(corpus)
     recs = prepared[split]["recordings"]
@@ -410,10 +410,10 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
 
     if peer_corpus is not None:
         peer_seed = plan.seed if plan.peer_seed is None else plan.peer_seed
-        train_items, _ = _peer_items(peer_corpus, "train", ls, progress)
-        _, feats = _peer_items(plan.corpus, split, ls, progress)
+        train_items, _ = peer_items(peer_corpus, "train", ls, progress)
+        _, feats = peer_items(plan.corpus, split, ls, progress)
         if cal_sets:  # the peer at its best: its normalisation chosen on the dev episodes the temperatures use
-            _, dev_feats = _peer_items(plan.corpus, cal_split, ls, progress)
+            _, dev_feats = peer_items(plan.corpus, cal_split, ls, progress)
             peer, selection = select_peer(train_items, cal_sets, dev_feats, ls, peer_seed, plan.k_max)
         else:
             peer = EgemapsPeer(ls, seed=peer_seed).fit(train_items, ks=range(plan.k_max + 1))

@@ -193,24 +193,35 @@ def plan_corpus(cfg: CorpusConfig) -> tuple[list[SpeakerProfile], list[Utterance
             used[gender] += 1
         speakers.append(sample_speaker(sid, voice, kind, gender, rng, cfg.emotions,
                                        p_alike=cfg.p_alike, p_reversed=cfg.p_reversed))
-    # speaker-disjoint splits, alternating genders so every split is balanced
-    fem = [i for i in rng.permutation(len(speakers)) if speakers[i].gender == "F"]
-    mal = [i for i in rng.permutation(len(speakers)) if speakers[i].gender == "M"]
-    by_gender = [i for pair in zip(fem, mal) for i in pair]
-    by_gender += fem[len(mal):] + mal[len(fem):]
-    split_of: dict[str, str] = {}
-    for rank, i in enumerate(by_gender):
-        split = "test" if rank < cfg.test_speakers else "dev" if rank < cfg.test_speakers + cfg.dev_speakers else "train"
-        split_of[speakers[i].id] = split
-    utts: list[UtterancePlan] = []
-    for s_i, prof in enumerate(speakers):
-        texts = rng.choice(len(bank), size=cfg.sentences_per_speaker, replace=False)
-        for j, t in enumerate(texts):
-            for e in cfg.emotions:
-                uid = f"{prof.id}_{e}_{j:02d}"
-                utts.append(UtterancePlan(uid, prof.id, split_of[prof.id], e, bank[int(t)], prof.voice,
-                                          render_params(prof, e, rng), (cfg.seed, len(utts))))
+    splits = _speaker_splits([p.gender for p in speakers], cfg, rng)
+    utts = _plan_utterances(speakers, splits, {sp: bank for sp in set(splits)}, cfg, rng)
     return speakers, utts
+
+
+def _speaker_splits(genders: Sequence[str], cfg: CorpusConfig, rng: np.random.Generator) -> list[str]:
+    """Each speaker's split, speaker-disjoint: test, then dev, then train, alternating genders so that every
+    split is balanced."""
+    fem = [i for i in rng.permutation(len(genders)) if genders[i] == "F"]
+    mal = [i for i in rng.permutation(len(genders)) if genders[i] == "M"]
+    order = [i for pair in zip(fem, mal) for i in pair] + fem[len(mal):] + mal[len(fem):]
+    splits = ["train"] * len(genders)
+    for rank, i in enumerate(order):
+        if rank < cfg.test_speakers + cfg.dev_speakers:
+            splits[i] = "test" if rank < cfg.test_speakers else "dev"
+    return splits
+
+
+def _plan_utterances(speakers: Sequence[SpeakerProfile], splits: Sequence[str], texts_of: dict[str, Sequence[str]],
+                     cfg: CorpusConfig, rng: np.random.Generator) -> list[UtterancePlan]:
+    """Every speaker reads ``sentences_per_speaker`` sentences of its split's pool, in every emotion."""
+    utts: list[UtterancePlan] = []
+    for prof, split in zip(speakers, splits):
+        pool = texts_of[split]
+        for j, t in enumerate(rng.choice(len(pool), size=cfg.sentences_per_speaker, replace=False)):
+            for e in cfg.emotions:
+                utts.append(UtterancePlan(f"{prof.id}_{e}_{j:02d}", prof.id, split, e, pool[int(t)], prof.voice,
+                                          render_params(prof, e, rng), (cfg.seed, len(utts))))
+    return utts
 
 
 def _shares(n: int, sizes: dict[str, int], minimum: int = 1) -> dict[str, int]:
@@ -260,13 +271,7 @@ def _plan_heldout(cfg: CorpusConfig) -> tuple[list[SpeakerProfile], list[Utteran
     # splits first, so each speaker's voice comes from its own split's pool
     genders = ["F" if i % 2 else "M" for i in range(cfg.n_speakers)]
     rng.shuffle(genders)
-    fem = [i for i in rng.permutation(cfg.n_speakers) if genders[i] == "F"]
-    mal = [i for i in rng.permutation(cfg.n_speakers) if genders[i] == "M"]
-    order = [i for pair in zip(fem, mal) for i in pair] + fem[len(mal):] + mal[len(fem):]
-    split_of = {}
-    for rank, i in enumerate(order):
-        split_of[i] = "test" if rank < cfg.test_speakers else "dev" if rank < cfg.test_speakers + cfg.dev_speakers \
-            else "train"
+    split_of = _speaker_splits(genders, cfg, rng)
     seen_sizes = {sp: k for sp, k in sizes.items() if sp != "unseen"}
     if cfg.disjoint:
         base_shares = _shares(len(bases), seen_sizes)
@@ -292,7 +297,6 @@ def _plan_heldout(cfg: CorpusConfig) -> tuple[list[SpeakerProfile], list[Utteran
             combos[(sp, g)] = [names[i] for i in rng.permutation(len(names))]
     used: dict[tuple[str, str], int] = {}
     speakers: list[SpeakerProfile] = []
-    profile_split: list[str] = []
     for i, gender in enumerate(genders):
         sp = split_of[i]
         mb = [v for v in mb_pool[sp] if v.gender == gender]
@@ -307,13 +311,11 @@ def _plan_heldout(cfg: CorpusConfig) -> tuple[list[SpeakerProfile], list[Utteran
         speakers.append(sample_speaker(f"{CORPUS_NAME}_spk{i + 1:04d}", voice, kind, gender, rng, cfg.emotions,
                                        p_alike=cfg.p_alike, p_reversed=cfg.p_reversed, variation=cfg.variation,
                                        render_method=method))
-        profile_split.append(sp)
     for j in range(cfg.unseen_speakers):
         v = unseen_voices[j % len(unseen_voices)]
         speakers.append(sample_speaker(f"{CORPUS_NAME}_spk{cfg.n_speakers + j + 1:04d}", v.name, "mbrola", v.gender,
                                        rng, cfg.emotions, p_alike=cfg.p_alike, p_reversed=cfg.p_reversed,
                                        variation=cfg.variation, render_method=cfg.unseen_method))
-        profile_split.append("unseen")
     bank = sentence_bank(cfg.sentence_offset + cfg.sentence_bank_size)[cfg.sentence_offset:]
     if cfg.disjoint:
         order_b = [bank[i] for i in rng.permutation(len(bank))]
@@ -323,13 +325,7 @@ def _plan_heldout(cfg: CorpusConfig) -> tuple[list[SpeakerProfile], list[Utteran
     for sp, texts in texts_of.items():
         if sizes.get(sp) and len(texts) < cfg.sentences_per_speaker:
             raise ValueError(f"split {sp} has {len(texts)} sentences; {cfg.sentences_per_speaker} per speaker needed")
-    utts: list[UtterancePlan] = []
-    for prof, sp in zip(speakers, profile_split):
-        pool = texts_of[sp]
-        for j, t in enumerate(rng.choice(len(pool), size=cfg.sentences_per_speaker, replace=False)):
-            for e in cfg.emotions:
-                utts.append(UtterancePlan(f"{prof.id}_{e}_{j:02d}", prof.id, sp, e, pool[int(t)], prof.voice,
-                                          render_params(prof, e, rng), (cfg.seed, len(utts))))
+    utts = _plan_utterances(speakers, [*split_of, *["unseen"] * cfg.unseen_speakers], texts_of, cfg, rng)
     return speakers, utts
 
 

@@ -35,8 +35,10 @@ def apply_voice_quality(x: np.ndarray, sr: int, p: RenderParams, rng: np.random.
     if p.tremolo > 1e-3:
         t = np.arange(y.size, dtype=np.float32) / sr
         y = y * (1.0 + 0.45 * p.tremolo * np.sin(2 * np.pi * p.tremolo_hz * t, dtype=np.float32))
-    y = y * np.float32(10.0 ** (p.loudness_db / 20.0))
+    return soft_limit(y * np.float32(10.0 ** (p.loudness_db / 20.0)))
+
+
+def soft_limit(y: np.ndarray) -> np.ndarray:
+    """A waveform near full scale through tanh: loud stays louder (RMS keeps rising) without digital clipping."""
     peak = float(np.max(np.abs(y))) if y.size else 0.0
-    if peak > 0.98:  # soft limiter: loud stays louder (RMS keeps rising) without digital clipping
-        y = np.tanh(y)
-    return y.astype(np.float32)
+    return (np.tanh(y) if peak > 0.98 else y).astype(np.float32)

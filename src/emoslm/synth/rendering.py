@@ -9,13 +9,12 @@ that reads the enrollment labels should still find out how *this* speaker's emot
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import numpy as np
 import soxr
 
-from emoslm.synth.effects import apply_voice_quality
+from emoslm.data.channel import run_sox as sox
+from emoslm.errors import EmoslmError
+from emoslm.synth.effects import apply_voice_quality, soft_limit
 from emoslm.synth.prosody import RENDER_METHODS, RenderParams
 
 #: Semitones per espeak-ng pitch unit for the waveform methods: the prototype fear cue (+12 units) becomes
@@ -23,7 +22,7 @@ from emoslm.synth.prosody import RENDER_METHODS, RenderParams
 SEMITONES_PER_PITCH_UNIT = 0.2
 
 
-class RenderError(RuntimeError):
+class RenderError(EmoslmError):
     pass
 
 
@@ -80,21 +79,13 @@ def sox_chain(p: RenderParams) -> list[str]:
 
 
 def run_sox(x: np.ndarray, sr: int, chain: list[str]) -> np.ndarray:
-    """Pipe float32 mono audio through ``sox`` with an effects chain (no temporary files)."""
-    sox = shutil.which("sox")
-    if sox is None:
-        raise RenderError("the sox program is not installed (Debian package sox): the 'sox' rendering method needs it")
-    fmt = ["-t", "raw", "-r", str(sr), "-e", "floating-point", "-b", "32", "-c", "1"]
-    proc = subprocess.run([sox, "-q", "-V1", *fmt, "-", *fmt, "-", *chain], input=x.astype(np.float32).tobytes(),
-                          capture_output=True)
-    if proc.returncode != 0:
-        raise RenderError(f"sox {' '.join(chain)} failed: {proc.stderr.decode(errors='replace').strip()}")
-    return np.frombuffer(proc.stdout, dtype=np.float32).copy()
-
-
-def _limit(y: np.ndarray) -> np.ndarray:
-    peak = float(np.max(np.abs(y))) if y.size else 0.0
-    return (np.tanh(y) if peak > 0.98 else y).astype(np.float32)
+    """Float32 mono audio through ``sox`` with an effects chain (piped, no temporary files)."""
+    raw = ["-t", "f32", "-r", str(sr), "-c", "1"]
+    try:
+        out = sox([*raw, "-", *raw, "-", *chain], x.astype(np.float32).tobytes(), what=f"effects {' '.join(chain)}")
+    except EmoslmError as e:  # the 'sox' rendering method named, with sox's own message
+        raise RenderError(f"the 'sox' rendering method: {e}") from e
+    return np.frombuffer(out, dtype=np.float32).copy()
 
 
 def render_cues(x: np.ndarray, sr: int, p: RenderParams, rng: np.random.Generator) -> np.ndarray:
@@ -105,5 +96,5 @@ def render_cues(x: np.ndarray, sr: int, p: RenderParams, rng: np.random.Generato
     if p.method == "tape":
         return apply_voice_quality(tape_speed(x, sr, pitch_semitones(p)), sr, p, rng)
     if p.method == "sox":
-        return _limit(run_sox(x, sr, sox_chain(p)))
+        return soft_limit(run_sox(x, sr, sox_chain(p)))
     raise RenderError(f"unknown rendering method {p.method!r}; expected one of {RENDER_METHODS}")
