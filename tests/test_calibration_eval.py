@@ -214,3 +214,22 @@ def test_abstain_in_emoslm_predict(bundle, tmp_path, capsys):
         assert main(["predict", str(folder), "--bundle", str(bundle), "--min-confidence", bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("emoslm: error: min_confidence must be a number between 0 and 1")
+
+
+def test_a_plan_restricted_to_some_k_and_settings_scores_the_full_plans_episodes(corpora, bundle, tmp_path):
+    """A slow model is scored on a subset (``ks``, ``settings``): the same episodes and results as the full plan's,
+    only fewer sets; the label controls at k = 0 are the model's own 0-shot result (no label to change)."""
+    _, split = corpora
+    full_plan = replace(_plan(split, tmp_path / "full", bundle), shuffled_control=True, calibrate=False)
+    sub_plan = replace(full_plan, out_dir=str(tmp_path / "sub"), ks=(0, 2), settings=("TU+LD",))
+    full, sub = run_eval(full_plan, progress=False), run_eval(sub_plan, progress=False)
+    assert sorted((e.k, e.setting or "") for e in sub.of("tiny")) == [(0, ""), (2, "TU+LD")]
+    assert len(full.of("tiny")) > len(sub.of("tiny"))
+    for setting, k in ((None, 0), ("TU+LD", 2)):
+        assert sub.get("tiny", setting, k).result == full.get("tiny", setting, k).result
+    assert (tmp_path / "sub" / "episodes" / "TU+LD_k2.jsonl").read_text() == \
+        (tmp_path / "full" / "episodes" / "TU+LD_k2.jsonl").read_text()
+    for control in ("shuffled", "deranged"):
+        name = f"tiny, {control} enrollment labels"
+        assert sub.get(name, None, 0).result == sub.get("tiny", None, 0).result
+        assert sub.get(name, "TU+LD", 2).result == full.get(name, "TU+LD", 2).result

