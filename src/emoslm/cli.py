@@ -349,8 +349,6 @@ def cmd_serve(a: argparse.Namespace) -> int:
     if not a.repetition_penalty > 0:
         raise EmoslmError(f"--repetition-penalty must be positive (1: none), not {a.repetition_penalty}")
     bundle, which = resolve_bundle(a.bundle)
-    if not a.quiet:
-        print(f"emotion model: {which}", file=sys.stderr)
     settings = Settings(bundle=str(bundle), data_dir=a.data_dir, llm=a.llm, max_upload_mb=a.max_upload_mb,
                         max_seconds=a.max_seconds, window_seconds=a.window_seconds, segment_mode=a.segment_mode,
                         torch_threads=a.threads, echat=a.echat, reply_prompt=a.reply_prompt,
@@ -358,8 +356,11 @@ def cmd_serve(a: argparse.Namespace) -> int:
                         rate_limit=a.rate_limit, cors_origins=tuple(a.cors_origin or ()),
                         max_prompt_chars=a.max_prompt_chars, min_confidence=check_min_confidence(a.min_confidence))
     configure_logging(quiet=a.quiet)
+    app = create_app(settings)  # loads the bundle: a bad one is a one-line error before anything is printed
+    if not a.quiet:
+        print(f"emotion model: {which}", file=sys.stderr)
     # the service logs each request with its id (emoslm.service.access), so uvicorn's own access log is off
-    uvicorn.run(create_app(settings), host=a.host, port=a.port, log_level="warning" if a.quiet else "info",
+    uvicorn.run(app, host=a.host, port=a.port, log_level="warning" if a.quiet else "info",
                 access_log=False, http=JSONErrorH11Protocol)
     return 0
 
