@@ -136,3 +136,30 @@ def test_auto_bundle_prefers_the_shipped_llm_model_and_says_why_not(bundle, tmp_
     cfg = tmp_path / "shipped" / "speech_lm" / "config.json"
     cfg.write_text(cfg.read_text().replace('"tiny-llama"', '"smollm2"'))
     assert inference.bundle_threads(tmp_path / "shipped", None) == 2
+
+
+def test_shipped_smollm2_bundle_loads_and_reads_the_enrollment(tmp_path):
+    """The shipped pretrained-LLM bundle (what `emoslm predict` and `serve` use by default) is complete, small,
+    records how it was made, loads with the packaged SmolLM2, and its answer depends on the enrollment labels."""
+    import json
+
+    from emoslm.personalization.inference import SHIPPED_LLM_BUNDLE, bundle_llm, read_calibration, resolve_bundle
+
+    if not (SHIPPED_LLM_BUNDLE / "speech_lm").is_dir():
+        pytest.skip("no shipped SmolLM2 bundle in this checkout")
+    size = sum(f.stat().st_size for f in SHIPPED_LLM_BUNDLE.rglob("*") if f.is_file())
+    assert size < 8 * 2**20, f"the shipped bundle is {size / 2**20:.1f} MB"
+    assert bundle_llm(SHIPPED_LLM_BUNDLE) == "smollm2" and read_calibration(SHIPPED_LLM_BUNDLE)["temperature"] > 0
+    made = json.loads((SHIPPED_LLM_BUNDLE / "bundle.json").read_text())
+    assert "benchmarks/personalization_llm.py" in made["made_by"]
+    assert json.loads((SHIPPED_LLM_BUNDLE / "train_summary.json").read_text())["steps"] > 0
+    assert resolve_bundle("auto")[0] == SHIPPED_LLM_BUNDLE
+    rec = EmotionRecognizer.load(SHIPPED_LLM_BUNDLE, threads=2)
+    enroll = [(_tone(100 + 30 * i), lab) for i, lab in enumerate(rec.label_set.labels)]
+    rec.enroll("bob", enroll)
+    # the same utterances with every label changed (each moved to the next emotion): the answer must move
+    rec.enroll("eve", [(w, rec.label_set.labels[(i + 1) % 7]) for i, (w, _) in enumerate(enroll)])
+    q = enroll[2][0]
+    bob, eve = rec.predict(q, speaker="bob"), rec.predict(q, speaker="eve")
+    assert bob.n_enroll == 7 and abs(sum(bob.probs.values()) - 1) < 1e-5
+    assert max(abs(bob.probs[k] - eve.probs[k]) for k in bob.probs) > 0.05
