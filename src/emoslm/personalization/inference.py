@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from emoslm.audio import TARGET_SR, AudioInput, AudioLimits, load_audio, validate
 from emoslm.assets import SHIPPED_ROOT, smollm2_gguf
+from emoslm.audio import TARGET_SR, AudioInput, AudioLimits, load_audio, validate
 from emoslm.audio.segments import segment_wave
 from emoslm.errors import AudioError, EmoslmError, EpisodeError
 from emoslm.features import fbank

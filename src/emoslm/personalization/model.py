@@ -400,29 +400,23 @@ class SpeechICLModel(nn.Module):
         past.batch_repeat_interleave(len(bases))
         embeds, mask = _pad(bases)
         lengths = mask.sum(1)
-        ins_mask = torch.ones(len(bases), n_ins, dtype=mask.dtype, device=self.device)
-        out = self.backbone.model(inputs_embeds=embeds, attention_mask=torch.cat([ins_mask, mask], 1),
-                                  past_key_values=past, output_hidden_states=True, logits_to_keep=1,
-                                  use_cache=True)
+        base_mask = torch.cat([torch.ones(len(bases), n_ins, dtype=mask.dtype, device=self.device), mask], 1)
+        out = self.backbone.model(inputs_embeds=embeds, attention_mask=base_mask, past_key_values=past,
+                                  output_hidden_states=True, logits_to_keep=1, use_cache=not single)
         head = self.backbone.model.get_output_embeddings()
         rows = torch.arange(len(bases), device=self.device)
         first = head(out.hidden_states[-1][rows, lengths - 1]).float().log_softmax(-1)
         scores = first[:, torch.tensor([ids[0] for ids in self._label_ids])]
-        width = max(len(ids) for ids in self._label_ids) - 1
-        if single or width == 0:
+        if single:
             return scores
         n_rows, n_multi = len(suffixes), len(multi)
-        tail = embeds.new_zeros(n_rows, width, embeds.shape[-1])
-        tail_mask = torch.zeros(n_rows, width, dtype=mask.dtype, device=self.device)
-        for j, sx in enumerate(suffixes):
-            tail[j, : sx.shape[0]] = sx
-            tail_mask[j, : sx.shape[0]] = 1
+        tail, tail_mask = _pad(suffixes)  # [episodes x multi-token labels, longest label - 1, H]
         past = out.past_key_values  # one row per (episode, multi-token label)
         past.batch_repeat_interleave(n_multi)
         starts = n_ins + lengths.repeat_interleave(n_multi)
         # explicit positions: a shorter episode's label follows its own last token, not the batch's padding
-        positions = starts[:, None] + torch.arange(width, device=self.device)[None]
-        full_mask = torch.cat([torch.cat([ins_mask, mask], 1).repeat_interleave(n_multi, 0), tail_mask], 1)
+        positions = starts[:, None] + torch.arange(tail.shape[1], device=self.device)[None]
+        full_mask = torch.cat([base_mask.repeat_interleave(n_multi, 0), tail_mask], 1)
         out = self.backbone.model(inputs_embeds=tail, attention_mask=full_mask, past_key_values=past,
                                   position_ids=positions, output_hidden_states=True, logits_to_keep=1,
                                   use_cache=False)
