@@ -19,8 +19,13 @@ episode files are copied; without them the same seeded sampler draws them), with
 The model and its encoder are written as a bundle (``OUT_DIR/bundle``, about 6 MB: LoRA, Q-Former and projections
 in float32, the encoder) with its dev temperature: ``emoslm predict --bundle`` and ``emoslm serve --bundle`` use it.
 
+With ``--bundle PATH`` nothing is trained: the bundle's model and encoder (e.g. the shipped
+``src/emoslm/assets/paper000/smollm2``, made by this script with ``--ship``) are scored the same way, and with
+``--latency-only`` only its latency is measured.
+
 Usage: python benchmarks/personalization_llm.py [--corpus data/synth_heldout] [--runs runs/seeds_heldout]
            [--out-dir runs/smollm2_heldout] [--minutes 95] [--steps 2400] [--ks 0,1,4,7] [--set KEY=VALUE ...]
+       python benchmarks/personalization_llm.py --bundle src/emoslm/assets/paper000/smollm2 [--latency-only]
 Appends to benchmarks/results/personalization_llm.md.
 """
 
@@ -76,6 +81,26 @@ def train_or_reuse(args):
     else:
         summary = speech_lm.run(cfg)
         origin = "trained by this command"
+    return cfg, summary, origin
+
+
+def from_bundle(args):
+    """The config, training summary and origin of an existing bundle (its config.yaml and train_summary.json,
+    written beside the weights when it was shipped)."""
+    import json
+
+    from emoslm.config import load_config
+    from emoslm.personalization import speech_lm
+
+    bundle = Path(args.bundle)
+    for need in ("speech_lm", "encoder", "config.yaml"):
+        if not (bundle / need).exists():
+            raise SystemExit(f"{bundle} is not a shipped SmolLM2 bundle: {bundle / need} is missing")
+    cfg = load_config(speech_lm.SpeechLMConfig, bundle / "config.yaml")
+    summary_path = bundle / "train_summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    made = json.loads((bundle / "bundle.json").read_text()).get("made_by") if (bundle / "bundle.json").is_file() else None
+    origin = f"the bundle `{bundle}`, not trained here" + (f" (made by `{made}`)" if made else "")
     return cfg, summary, origin
 
 
@@ -269,6 +294,9 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--dev-per-k", type=int, default=100, help="dev episodes per k of the temperature fit")
     ap.add_argument("--latency-queries", type=int, default=40)
     ap.add_argument("--set", action="append", default=[], help="extra config overrides (after the defaults)")
+    ap.add_argument("--bundle", default=None,
+                    help="score this existing bundle (its speech_lm and encoder) instead of training one")
+    ap.add_argument("--latency-only", action="store_true", help="with --bundle: only the latency table")
     ap.add_argument("--ship", action="store_true",
                     help="also write the bundle (float16) as the package's shipped SmolLM2 model, which "
                          "`emoslm predict` and `emoslm serve` then use by default")
@@ -276,26 +304,46 @@ def main(argv: list[str] | None = None) -> str:
     add_title_option(ap)
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.latency_only and not args.bundle:
+        ap.error("--latency-only measures an existing bundle: give --bundle")
+    if args.bundle and args.ship:
+        ap.error("--ship writes a bundle this command trained; --bundle scores one that exists")
+    if args.bundle:
+        args.encoder = str(Path(args.bundle) / "encoder")
     args.encoder = args.encoder or str(Path(args.runs) / f"seed{seeds[0]}" / "relative" / "encoder")
 
     import torch
 
     t0 = time.perf_counter()
-    cfg, summary, origin = train_or_reuse(args)
+    cfg, summary, origin = from_bundle(args) if args.bundle else train_or_reuse(args)
     torch.set_num_threads(cfg.threads)
-    ckpt = Path(args.out_dir) / "checkpoints"
-    model_dir = ckpt / ("best" if (ckpt / "best" / "model").is_dir() else "last") / "model"
-    evs, claims, tables = {}, [], []
-    for split in args.splits.split(","):
+    if args.bundle:
+        model_dir = Path(args.bundle) / "speech_lm"
+    else:
+        ckpt = Path(args.out_dir) / "checkpoints"
+        model_dir = ckpt / ("best" if (ckpt / "best" / "model").is_dir() else "last") / "model"
+    evs, claims, tables, have_seeds = {}, [], [], True
+    for split in [] if args.latency_only else args.splits.split(","):
         seed_results = load_seed_results(Path(args.runs), seeds, SPLIT_FOLDERS[split])
+        have_seeds = have_seeds and seed_results is not None
         evs[split] = evaluate_split(args, split, model_dir, seeds)
         lines, cl = split_tables(split, evs[split], seed_results)
         tables += lines + [""]
         claims += cl
-    bundle = write_bundle(args, model_dir, evs[args.splits.split(",")[0]],
-                          {"corpus": args.corpus, "model": MODEL, "made_by": command_line()})
+    if args.bundle:
+        bundle = Path(args.bundle)
+    else:
+        bundle = write_bundle(args, model_dir, evs[args.splits.split(",")[0]],
+                              {"corpus": args.corpus, "model": MODEL, "made_by": command_line()})
     lat, _ = latency_table(bundle, Path(args.corpus), args.latency_queries, threads=cfg.threads)
     size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file()) / 2**20
+    if args.latency_only:
+        text = "\n".join([heading(TITLE, args.title), "", f"Model: {origin}.", "", "### Latency and real-time factor",
+                          "", lat, "", f"Bundle `{bundle}` ({size:.1f} MB). Wall time of this command: "
+                          f"{(time.perf_counter() - t0) / 60:.1f} min."]) + "\n"
+        print(text)
+        write_result(args.out, text, command_line())
+        return text
     shipped = ""
     if args.ship:
         from emoslm.personalization.inference import SHIPPED_LLM_BUNDLE
@@ -308,10 +356,13 @@ def main(argv: list[str] | None = None) -> str:
              f"SmolLM2-135M-Instruct (packaged, offline), LoRA r={cfg.llm.get('lora_r', 8)} on q/v, Q-Former "
              f"{cfg.qformer['n_queries']} queries; MetaICL {cfg.setting} on `{args.corpus}` for {summary['steps']} steps "
              f"of {cfg.batch_size} episodes ({summary.get('seconds', float('nan')) / 60:.0f} min, {cfg.threads} torch "
-             f"threads); frozen encoder `{args.encoder}`; settings {', '.join(DEFAULT_SETS + tuple(args.set))}. "
+             f"threads); frozen encoder `{args.encoder}`; settings "
+             f"{'of its config.yaml' if args.bundle else ', '.join(DEFAULT_SETS + tuple(args.set))}. "
              f"Model: {origin}. Best checkpoint on the dev speakers: step {best['step'] if best else '?'}. "
              "One training seed; the tiny LM, the peer and Personalized_A are the seed runs' "
-             f"({args.runs}, seeds {args.seeds}) on the same episodes.", ""]
+             f"({args.runs}, seeds {args.seeds}) on the same episodes"
+             + ("." if have_seeds else ": not found here, so their columns and claims are left out (the episodes "
+                "are the same: drawn by the same seeded sampler)."), ""]
     if hist:
         lines += ["Dev UA_spk during training (a seeded subset of the dev episodes): " + ", ".join(
             f"step {h['step']}: k=0 {h.get('ua_spk_k0', math.nan):.3f} / k=4 {h.get('ua_spk_k4', math.nan):.3f}"

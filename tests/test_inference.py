@@ -163,3 +163,30 @@ def test_shipped_smollm2_bundle_loads_and_reads_the_enrollment(tmp_path):
     bob, eve = rec.predict(q, speaker="bob"), rec.predict(q, speaker="eve")
     assert bob.n_enroll == 7 and abs(sum(bob.probs.values()) - 1) < 1e-5
     assert max(abs(bob.probs[k] - eve.probs[k]) for k in bob.probs) > 0.05
+
+
+def test_demo_scores_the_shipped_smollm2_model_with_the_deranged_control(tmp_path):
+    """`make demo` ends with the shipped SmolLM2 model on the test split of the heldout corpus (here its tiny
+    preset): 0 and 7 shots with the deranged-label control; a report written, the terminal table's values read
+    back from it; without the bundle: a line why, nothing evaluated."""
+    import json
+
+    from emoslm.personalization.inference import SHIPPED_LLM_BUNDLE
+    from emoslm.personalization.pipeline import SHIPPED_LLM_NAME, evaluate_shipped_llm
+
+    assert evaluate_shipped_llm(tmp_path / "data", tmp_path / "none", bundle=tmp_path / "nowhere") is None
+    assert not (tmp_path / "none").exists()
+    if not (SHIPPED_LLM_BUNDLE / "speech_lm").is_dir():
+        pytest.skip("no shipped SmolLM2 bundle in this checkout")
+    threads = torch.get_num_threads()
+    out = evaluate_shipped_llm(tmp_path / "data", tmp_path / "runs", preset="heldout_tiny", progress=False)
+    assert torch.get_num_threads() == threads  # the 2 SmolLM2 threads are restored
+    results = json.loads(out["report"]["json"].read_text())
+    entries = {(e["model"], e["k"]): e["result"]["ua_spk"]["mean"] for e in results["entries"]}
+    deranged = f"{SHIPPED_LLM_NAME}, deranged enrollment labels"
+    assert set(entries) == {(SHIPPED_LLM_NAME, 0), (SHIPPED_LLM_NAME, 7), (deranged, 0), (deranged, 7)}
+    assert entries[(deranged, 0)] == entries[(SHIPPED_LLM_NAME, 0)]  # no label at 0 shots: its own result
+    assert out["ua_spk"]["enrollment labels as given"] == {0: entries[(SHIPPED_LLM_NAME, 0)],
+                                                           7: entries[(SHIPPED_LLM_NAME, 7)]}
+    assert out["ua_spk"]["every enrollment label wrong"][7] == entries[(deranged, 7)]
+    assert out["report"]["html"].is_file() and results["models"][0]["settings"]["role"] == "main"

@@ -31,6 +31,24 @@ def _episodes(m: SpeechICLModel, b=3, n=5, seed=1):
     return tok, labels, eps
 
 
+def _reference_scores(m: SpeechICLModel, context, target) -> torch.Tensor:
+    """The plain definition: for each label, the whole sequence [BOS] W (U_1 Z_1) ... (U_k Z_k) U_t Z run through
+    the LLM with no cache, and the log-probabilities of Z's tokens summed."""
+    k = len(context)
+    scores = []
+    for ids in m._label_ids:
+        parts = m._prefix()
+        for i, ex in enumerate(context):
+            parts += [m._speech(ex.speech, i, [e.speech for e in context[:i]]),
+                      m._label(m._label_ids[ex.label], i, ex.speech)]
+        parts += [m._speech(target, k, [e.speech for e in context]), m._label(ids, k, target)]
+        embeds = torch.cat(parts)[None]
+        lp = m.backbone.model(inputs_embeds=embeds).logits[0].float().log_softmax(-1)
+        start = embeds.shape[1] - len(ids) - 1  # the position before the label's first token
+        scores.append(sum(lp[start + j, t] for j, t in enumerate(ids)))
+    return torch.stack(scores)
+
+
 def test_instruction_and_labels_tokenize_cleanly():
     m = _model()
     assert m.label_len == 1  # the tiny tokenizer has one token per label word
@@ -75,6 +93,7 @@ def test_scores_batched_cached_and_uncached_agree(relative):
         cached = m.label_log_probs(contexts[i], targets[i], cache=cache)
         again = m.label_log_probs(contexts[i], targets[i], cache=cache)  # the cache is not consumed
         assert torch.allclose(batched[i], uncached, atol=1e-4)
+        assert torch.allclose(uncached, _reference_scores(m, contexts[i], targets[i]), atol=1e-4)
         assert torch.allclose(cached, uncached, atol=1e-4) and torch.allclose(again, cached, atol=1e-6)
     p = m.predict_proba(contexts[0], targets[0])
     assert torch.isclose(p.sum(), torch.tensor(1.0)) and (p > 0).all()
@@ -93,6 +112,7 @@ def test_multi_token_labels_scored_from_one_pass_per_episode(relative):
     assert batched.shape == (4, 7)
     for i in range(4):
         alone = m.label_log_probs(contexts[i], targets[i])
+        assert torch.allclose(alone, _reference_scores(m, contexts[i], targets[i]), atol=1e-4)
         assert torch.allclose(batched[i], alone, atol=1e-4), (i, batched[i], alone)
     # a label's later tokens count: scored by its first token alone (the 0-shot episode, whose context has no
     # label text), only the multi-token labels change
@@ -102,6 +122,30 @@ def test_multi_token_labels_scored_from_one_pass_per_episode(relative):
     multi = torch.tensor([len(ids) > 1 for ids in full_ids])
     assert torch.allclose(first_only[~multi], batched[2, ~multi], atol=1e-4)
     assert (first_only[multi] > batched[2, multi] + 1e-3).all()
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("multi_token", [False, True])
+def test_cached_scoring_leaves_the_shared_prefix_cache_unchanged(multi_token, attention):
+    """A speaker's prefix cache serves every query (the service's concurrent requests too): scoring one target or a
+    batch continues a fork of it, so the cache holds exactly what it held, and the batch equals the one-by-one and
+    the plain definition, whichever attention takes the labels' tree mask (booleans or additive)."""
+    m = _model(relative=True)
+    m.backbone.model.set_attn_implementation(attention)
+    if multi_token:
+        m._label_ids = [[5, 9], [6], [7, 11, 12], [8], [9, 5], [10, 10, 10, 10], [11]]
+    _, _, eps = _episodes(m, b=1, n=6)
+    context, targets = eps[0][:3], torch.stack([ex.speech for ex in eps[0][3:]])
+    cache = m.prefix_cache(context)
+    before = [(x.keys.clone(), x.values.clone()) for x in cache.past.layers]
+    one = torch.stack([m.label_log_probs(context, t, cache=cache) for t in targets])
+    batch = m.label_log_probs_batch(context, targets, cache)
+    assert torch.allclose(batch, one, atol=1e-4)
+    assert torch.allclose(m.label_log_probs_batch(context, targets), one, atol=1e-4)  # the prefix in each row
+    assert torch.allclose(one[1], _reference_scores(m, context, targets[1]), atol=1e-4)
+    assert cache.past.get_seq_length() == cache.length
+    for (k0, v0), layer in zip(before, cache.past.layers):
+        assert layer.keys.shape == k0.shape and torch.equal(layer.keys, k0) and torch.equal(layer.values, v0)
 
 
 def test_zero_shot_and_too_many_examples():

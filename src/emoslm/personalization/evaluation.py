@@ -95,7 +95,9 @@ class EvalPlan:
     #: same episodes (None: ``seed``)
     peer_seed: int | None = None
     peer: bool = True
-    shuffled_control: bool = True
+    shuffled_control: bool = True  # the label controls of the main ICL model (those of label_controls)
+    #: which: "shuffled" (the labels permuted among the pairs) and "deranged" (every label made wrong)
+    label_controls: tuple[str, ...] = ("shuffled", "deranged")
     decode: str = "score"
     split: str | None = None  # the split to evaluate (default: "test", or the corpus's only split)
     peer_train: str | None = None  # corpus whose "train" split fits the peer (default: the target's own, else EMBEDDED)
@@ -340,6 +342,9 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
     """Evaluate everything in the plan; return the report's Results (also written to out_dir)."""
     from tqdm import tqdm
 
+    unknown = sorted(set(plan.label_controls) - {"shuffled", "deranged"})
+    if unknown:
+        raise EmoslmError(f"unknown label control(s) {', '.join(unknown)}: expected shuffled or deranged")
     out = Path(plan.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     split = plan.split = eval_split(plan.corpus, plan.split)
@@ -417,8 +422,9 @@ def run_eval(plan: EvalPlan, protocol: dict | None = None, progress: bool = True
                                                                            plan.calibration_bins)
         if spec.role == "main" and plan.shuffled_control:
             # two controls on the TU+LD episodes: the labels permuted among the pairs, and every label made wrong
-            for ctrl, control in ((f"{spec.name}, shuffled enrollment labels", {"shuffle_labels_seed": plan.seed}),
-                                  (f"{spec.name}, deranged enrollment labels", {"derange_labels_seed": plan.seed})):
+            controls = {"shuffled": (f"{spec.name}, shuffled enrollment labels", {"shuffle_labels_seed": plan.seed}),
+                        "deranged": (f"{spec.name}, deranged enrollment labels", {"derange_labels_seed": plan.seed})}
+            for ctrl, control in (controls[c] for c in plan.label_controls):
                 results.add_model(ctrl, kind="control", training_setting=spec.training_setting)
                 for (setting, k), eps in sets.items():
                     if k == 0:  # no enrollment label to change: the model's own 0-shot result
@@ -486,11 +492,13 @@ def calibrate_bundle(bundle: str | Path, corpus: str | Path, split: str = CALIBR
     return info
 
 
-def write_report(results, out_dir: str | Path, console=None) -> dict[str, Path]:
+def write_report(results, out_dir: str | Path, console=None, render: bool = True) -> dict[str, Path]:
+    """results.json, report.md and report.html in ``out_dir``; every table on the terminal unless not ``render``."""
     out = Path(out_dir)
     paths = {"json": out / "results.json", "markdown": out / "report.md", "html": out / "report.html"}
     results.to_json(paths["json"])
     paths["markdown"].write_text(to_markdown(results))
     write_html(results, paths["html"])
-    render_terminal(results, console)
+    if render:
+        render_terminal(results, console)
     return paths

@@ -30,6 +30,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from emoslm.labels import LabelSet, get_label_set
 from emoslm.models.io import config_from_dict
@@ -308,14 +309,18 @@ class SpeechICLModel(nn.Module):
     def prefix_cache(self, context: Sequence[Example]):
         """Key/value cache of ``[BOS] W (U_1 Z_1) ... (U_k Z_k)`` (decoder-only): computed once per speaker's
         enrollment set and reused for each of their queries."""
+        embeds = self._prefix_embeds(context)[None]
+        out = self.backbone.model(inputs_embeds=embeds, use_cache=True)
+        return PrefixCache(out.past_key_values, embeds.shape[1], len(context))
+
+    def _prefix_embeds(self, context: Sequence[Example]) -> torch.Tensor:
+        """Embeddings [P, H] of ``[BOS] W (U_1 Z_1) ... (U_k Z_k)``."""
         self._check_k(len(context))
         parts = self._prefix()
         for i, ex in enumerate(context):
             parts += [self._speech(ex.speech, i, [e.speech for e in context[:i]]),
                       self._label(self._label_ids[ex.label], i, ex.speech)]
-        embeds = torch.cat(parts)[None]
-        out = self.backbone.model(inputs_embeds=embeds, use_cache=True)
-        return PrefixCache(out.past_key_values, embeds.shape[1], len(context))
+        return torch.cat(parts)
 
     @torch.no_grad()
     def label_log_probs(self, context: Sequence[Example], target: torch.Tensor,
@@ -335,27 +340,7 @@ class SpeechICLModel(nn.Module):
             valid = labels != -100
             tok = lp.gather(-1, labels.clamp(min=0)[..., None])[..., 0] * valid
             return tok.sum(-1)
-        k = len(context)
-        tail = [self._speech(target, k, [e.speech for e in context])]
-        seqs = []
-        for ids in self._label_ids:
-            seqs.append(torch.cat(tail + [self._label(ids, k, target)]))
-        embeds, mask = _pad(seqs)  # right-padded candidates: [n_lab, L, H]
-        if cache is None:
-            cache = self.prefix_cache(context)
-        past = copy.deepcopy(cache.past)
-        past.batch_repeat_interleave(n_lab)
-        full_mask = torch.cat([torch.ones(n_lab, cache.length, dtype=mask.dtype, device=self.device), mask], 1)
-        out = self.backbone.model(inputs_embeds=embeds, attention_mask=full_mask, past_key_values=past,
-                                  use_cache=True)
-        lp = out.logits.float().log_softmax(-1)
-        n_tail = tail[0].shape[0]
-        scores = []
-        for j, ids in enumerate(self._label_ids):
-            # the first label token is predicted at the last target position, the next ones from the label
-            s = sum(lp[j, n_tail - 1 + m, t] for m, t in enumerate(ids))
-            scores.append(s)
-        return torch.stack(scores)
+        return self._score_after_prefix(cache, context, target[None])[0]
 
     @torch.no_grad()
     def score_batch(self, contexts: Sequence[Sequence[Example]], targets: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -443,48 +428,70 @@ class SpeechICLModel(nn.Module):
     def label_log_probs_batch(self, context: Sequence[Example], targets: torch.Tensor,
                               cache=None) -> torch.Tensor:
         """log P(label | W, context, target) [B, n_labels] of B targets ([B, n_q, H]) with one enrollment
-        context: one LLM forward over the batch against the context's prefix cache (computed here when not given).
-
-        Single-token labels (the tiny tokenizer): one row per target, the label tokens' log-probabilities at its
-        last position. Otherwise one row per (target, label), every label token scored, as
-        :meth:`label_log_probs`. Encoder-decoder backbones are scored target by target."""
+        context: one LLM forward over the batch, against the context's prefix cache when given (one row per
+        target, see :meth:`_score_after_prefix`). Encoder-decoder backbones are scored target by target."""
         if self.is_encoder_decoder:
             return torch.stack([self.label_log_probs(context, t) for t in targets])
-        if cache is None:
-            cache = self.prefix_cache(context)
+        self._check_k(len(context))
+        return self._score_after_prefix(cache, context, targets)
+
+    def _score_after_prefix(self, cache: "PrefixCache | None", context: Sequence[Example],
+                            targets: torch.Tensor) -> torch.Tensor:
+        """Label log-likelihoods [B, n_labels] of B targets ([B, n_q, H]) after one context's prefix, in one LLM
+        forward of one row per target: against the prefix's cache when given, else with the prefix in the row.
+
+        After the prefix a row holds the target's speech block, then the first len-1 tokens of every label of
+        several tokens, each label's tokens placed (positions and a tree-shaped attention mask) as if they alone
+        followed the target: they see the prefix, the target and their own label's earlier tokens, not the other
+        labels'. A label's first token is scored at the target's last position and its later ones at its own
+        tokens. Exact (every label's full token sequence), and one forward whatever the number of labels: on a
+        CPU a forward of a few tokens costs what reading the LLM's weights costs, so a long enrollment prefix adds
+        little to a cached query (the 7-shot latency target). The shared prefix cache is never written: the row
+        continues a fork of it."""
         k, b, q = len(context), targets.shape[0], targets.shape[1]
-        tails = self._speech(targets, k, [e.speech for e in context])  # [B, n_q, H] (broadcasts over B)
+        rows = self._speech(targets, k, [e.speech for e in context])  # [B, n_q, H] (broadcasts over B)
         label_ids = self._label_ids
-        llm = self.backbone.model
-        if all(len(ids) == 1 for ids in label_ids):
-            rows, width, mask = tails, q, None
-        else:
-            seqs = [torch.cat([tails[i], self._label(ids, k, targets[i])]) for i in range(b) for ids in label_ids]
-            width = max(s.shape[0] for s in seqs)
-            rows = tails.new_zeros(len(seqs), width, tails.shape[-1])
-            mask = torch.zeros(len(seqs), width, dtype=torch.long)
-            for j, sq in enumerate(seqs):
-                rows[j, : sq.shape[0]] = sq
-                mask[j, : sq.shape[0]] = 1
-        n_rows = rows.shape[0]
-        past = copy.deepcopy(cache.past)
-        past.batch_repeat_interleave(n_rows)
-        prefix_mask = torch.ones(n_rows, cache.length, dtype=torch.long)
-        full_mask = torch.cat([prefix_mask, torch.ones(n_rows, width, dtype=torch.long) if mask is None else mask], 1)
-        out = llm(inputs_embeds=rows, attention_mask=full_mask, past_key_values=past, use_cache=True,
-                  output_hidden_states=True, logits_to_keep=1)
-        hidden = out.hidden_states[-1]  # [rows, width, H] after the final norm
-        head = llm.get_output_embeddings()
-        if mask is None:
-            lp = head(hidden[:, q - 1]).float().log_softmax(-1)
-            scores = lp[:, torch.tensor([ids[0] for ids in label_ids])]
-        else:
-            scores = torch.empty(n_rows)
-            for j in range(n_rows):
-                ids = label_ids[j % len(label_ids)]
-                lp = head(hidden[j, q - 1: q - 1 + len(ids)]).float().log_softmax(-1)
-                scores[j] = lp[torch.arange(len(ids)), torch.tensor(ids)].sum()
-            scores = scores.view(b, len(label_ids))
+        multi = [j for j, ids in enumerate(label_ids) if len(ids) > 1]
+        if multi:  # the inputs that predict a label's 2nd, 3rd, ... token: its first len-1 tokens
+            suffixes = [torch.cat([self._label(label_ids[j], k, targets[i])[:-1] for j in multi]) for i in range(b)]
+            rows = torch.cat([rows, torch.stack(suffixes)], 1)
+        tri = lambda n: torch.ones(n, n, dtype=torch.bool, device=self.device).tril()  # noqa: E731
+        # in the row: `ahead` prefix positions (none with a cache), then the target and the labels' tokens
+        n_prefix = cache.length if cache is not None else None
+        if cache is None:
+            prefix = self._prefix_embeds(context)
+            n_prefix = prefix.shape[0]
+            rows = torch.cat([prefix[None].expand(b, -1, -1), rows], 1)
+        ahead, width = (0 if cache is not None else n_prefix), rows.shape[1]
+        allowed = torch.zeros(width, n_prefix + width - ahead, dtype=torch.bool, device=self.device)
+        allowed[:, :n_prefix] = True
+        if ahead:
+            allowed[:ahead, :ahead] = tri(ahead)
+        allowed[ahead: ahead + q, n_prefix: n_prefix + q] = tri(q)
+        positions, starts = list(range(ahead + q)) if ahead else list(range(n_prefix, n_prefix + q)), {}
+        for j in multi:
+            start, n = len(positions), len(label_ids[j]) - 1  # start: its first token's index in the row
+            starts[j] = start
+            positions += range(n_prefix + q, n_prefix + q + n)
+            allowed[start: start + n, n_prefix: n_prefix + q] = True
+            allowed[start: start + n, start - ahead + n_prefix: start - ahead + n_prefix + n] = tri(n)
+        llm, head = self.backbone.model, self.backbone.model.get_output_embeddings()
+        past = None
+        if cache is not None:
+            past = _fork(cache.past)
+            if b > 1:
+                past.batch_repeat_interleave(b)
+        out = llm(inputs_embeds=rows, attention_mask=_attention_mask(allowed, llm, rows.dtype).expand(b, 1, -1, -1),
+                  position_ids=torch.tensor(positions, device=self.device)[None].expand(b, -1), past_key_values=past,
+                  use_cache=False, output_hidden_states=True, logits_to_keep=1)
+        hidden = out.hidden_states[-1][:, ahead:]  # [B, target and label tokens, H] after the final norm
+        starts = {j: st - ahead for j, st in starts.items()}
+        first = head(hidden[:, q - 1]).float().log_softmax(-1)  # [B, V]
+        scores = first[:, torch.tensor([ids[0] for ids in label_ids])].clone()
+        for j in multi:
+            ids = label_ids[j]
+            lp = head(hidden[:, starts[j]: starts[j] + len(ids) - 1]).float().log_softmax(-1)  # [B, len-1, V]
+            scores[:, j] += lp[:, torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum(-1)
         return scores
 
     @torch.no_grad()
@@ -497,12 +504,8 @@ class SpeechICLModel(nn.Module):
             out = self.backbone.model.generate(inputs_embeds=enc, num_beams=num_beams, max_new_tokens=max_new_tokens,
                                                do_sample=False)
         else:
-            parts = self._prefix()
-            for i, ex in enumerate(context):
-                parts += [self._speech(ex.speech, i, [e.speech for e in context[:i]]),
-                          self._label(self._label_ids[ex.label], i, ex.speech)]
-            parts.append(self._speech(target, len(context), [e.speech for e in context]))
-            embeds = torch.cat(parts)[None]
+            embeds = torch.cat([self._prefix_embeds(context),
+                                self._speech(target, len(context), [e.speech for e in context])])[None]
             out = self.backbone.model.generate(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2]),
                                                num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False,
                                                pad_token_id=self.backbone.tokenizer.pad_token_id)
@@ -538,6 +541,26 @@ class PrefixCache:
     past: object
     length: int
     k: int
+
+
+def _fork(past):
+    """A copy of a key/value cache that a forward pass may extend without touching the original: new layer
+    objects holding the same tensors (a DynamicLayer's update and batch repeat rebind its tensors, never write
+    into them). Any other cache kind is deep-copied."""
+    layers = getattr(past, "layers", None)
+    if type(past) is not DynamicCache or layers is None or any(type(x) is not DynamicLayer for x in layers):
+        return copy.deepcopy(past)
+    fork = copy.copy(past)
+    fork.layers = [copy.copy(x) for x in layers]
+    return fork
+
+
+def _attention_mask(allowed: torch.Tensor, llm, dtype: torch.dtype) -> torch.Tensor:
+    """A custom [1, 1, queries, keys] attention mask from ``allowed`` (True: may attend), in the form the LLM's
+    attention takes as it is: booleans for SDPA, else additive (0 or the dtype's minimum)."""
+    if getattr(llm.config, "_attn_implementation", "sdpa") == "sdpa":
+        return allowed[None, None]
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
 
 
 def _pad(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -146,18 +146,95 @@ class PersonalizationRun:
     train_all: bool = False  # train every model, the shipped ones included
     seed: int = 0  # the training replicate (every model, the peer's draws); other than 0 trains every model
     progress: bool = True
+    #: also score the shipped SmolLM2 model (paper 000's main model) on its own corpus's test split
+    #: (:func:`evaluate_shipped_llm`); None: on for the default job (demo preset and profile, seed 0)
+    shipped_llm: bool | None = None
 
 
 def run(cfg: PersonalizationRun) -> dict:
     """The demo pipeline; on the demo corpus and schedule it evaluates the shipped encoder and MetaICL model
-    (``assets/paper000``) unless ``train_all``, ``checkpoints`` or a ``seed`` other than 0 says otherwise."""
+    (``assets/paper000``) unless ``train_all``, ``checkpoints`` or a ``seed`` other than 0 says otherwise, then
+    the shipped SmolLM2 model (``assets/paper000/smollm2``) on the test split of the corpus it was made for."""
     checkpoints = cfg.checkpoints
-    if (checkpoints is None and not cfg.train_all and cfg.seed == 0 and cfg.preset == "demo"
-            and cfg.profile in (None, "demo")):
+    default_job = cfg.seed == 0 and cfg.preset == "demo" and cfg.profile in (None, "demo")
+    if checkpoints is None and not cfg.train_all and default_job:
         checkpoints = str(SHIPPED_CHECKPOINTS)  # the long-trained encoder and MetaICL model (see its README)
-    return run_personalization_demo(cfg.out, cfg.runs or f"runs/{cfg.profile or cfg.preset}", preset=cfg.preset,
-                                    workers=cfg.workers, profile=cfg.profile, checkpoints=checkpoints,
-                                    seed=cfg.seed, extra_splits=None, progress=cfg.progress)
+    runs = cfg.runs or f"runs/{cfg.profile or cfg.preset}"
+    out = run_personalization_demo(cfg.out, runs, preset=cfg.preset, workers=cfg.workers, profile=cfg.profile,
+                                   checkpoints=checkpoints, seed=cfg.seed, extra_splits=None, progress=cfg.progress)
+    if cfg.shipped_llm or (cfg.shipped_llm is None and default_job):
+        out["shipped_llm"] = evaluate_shipped_llm(cfg.out, runs, workers=cfg.workers, progress=cfg.progress)
+    return out
+
+
+#: The shipped SmolLM2 model's corpus: the heldout preset (no sentence, base voice or variant shared between
+#: splits), whose test speakers it never heard; the demo corpus shares voices and sentences with its training
+#: split and renders emotion otherwise, so it would measure neither.
+SHIPPED_LLM_PRESET = "heldout"
+#: The demo's view of the shipped SmolLM2 model: 0 and 7 shots (TU+LD) with the deranged-label control at 7, on
+#: every test utterance (the full table, k = 0,1,4,7 and the unseen split: benchmarks/personalization_llm.py)
+SHIPPED_LLM_KS = (0, 7)
+SHIPPED_LLM_NAME = "Proposed (SmolLM2 MetaICL, shipped)"
+
+
+def evaluate_shipped_llm(data_root: str | Path = "data", runs_root: str | Path = "runs/demo", *,
+                         preset: str = SHIPPED_LLM_PRESET, bundle: str | Path | None = None,
+                         workers: int | None = None, progress: bool = True, console=None) -> dict | None:
+    """Score the shipped pretrained-LLM model of paper 000 (SmolLM2-135M-Instruct LoRA MetaICL, a bundle of
+    ``assets/paper000/smollm2``) on the test split of ``preset``'s corpus (synthesised when missing) at
+    :data:`SHIPPED_LLM_KS`, with its deranged-label control, into ``RUNS/eval_smollm2``. Its torch threads: 2
+    (the SmolLM2 setting on 2 cores), restored afterwards. Returns {"report": paths, "seconds", "ua_spk": {row:
+    value}}; None, with a line saying why, when the bundle or the packaged SmolLM2 weights are missing."""
+    import torch
+    from rich.console import Console
+
+    from emoslm.assets import smollm2_gguf
+    from emoslm.personalization.inference import SHIPPED_LLM_BUNDLE, bundle_threads
+
+    console = console or Console()
+    bundle = Path(bundle) if bundle is not None else SHIPPED_LLM_BUNDLE
+    if not ((bundle / "speech_lm").is_dir() and (bundle / "encoder").is_dir()):
+        console.print(f"[yellow]no SmolLM2 bundle at {bundle}: the shipped main model is not evaluated[/yellow]")
+        return None
+    try:
+        smollm2_gguf()
+    except EmoslmError as e:
+        console.print(f"[yellow]the shipped SmolLM2 model is not evaluated: {e}[/yellow]")
+        return None
+    t0 = time.perf_counter()
+    corpus = Path(data_root) / f"synth_{preset}"
+    print_summary(synthesize_corpus(corpus, preset, workers=workers, progress=progress), console)
+    plan = EvalPlan(corpus=str(corpus), out_dir=str(Path(runs_root) / "eval_smollm2"), split="test", peer=False,
+                    k_max=max(SHIPPED_LLM_KS), lo_k_max=0, ks=SHIPPED_LLM_KS, settings=("TU+LD",),
+                    label_controls=("deranged",), calibrate=False,
+                    icl=[ICLModelSpec(SHIPPED_LLM_NAME, str(bundle / "speech_lm"), str(bundle / "encoder"),
+                                      "TU+LU_{0:7}", "main")])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(bundle_threads(bundle, None))
+    try:
+        console.print(f"[bold]evaluating the shipped SmolLM2 model[/bold] ({bundle}) on the test split of {corpus}")
+        results = run_eval(plan, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+    paths = write_report(results, plan.out_dir, render=False)  # the terminal gets the short table below
+    seconds = time.perf_counter() - t0
+    ua = {}
+    for name, row in ((SHIPPED_LLM_NAME, "enrollment labels as given"),
+                      (f"{SHIPPED_LLM_NAME}, deranged enrollment labels", "every enrollment label wrong")):
+        ua[row] = {k: (e.ua_spk["mean"] if (e := results.get(name, "TU+LD", k)) else None) for k in SHIPPED_LLM_KS}
+    console.print(shipped_llm_table(ua, corpus, results.metadata.split_protocol.get("test_speakers")))
+    console.print(f"SmolLM2 report: {paths['html']} ({seconds:.0f} s)")
+    return {"report": paths, "seconds": seconds, "ua_spk": ua}
+
+
+def shipped_llm_table(ua: dict[str, dict[int, float | None]], corpus: Path, n_speakers: int | None):
+    """The terminal table of :func:`evaluate_shipped_llm`: UA_spk per k, with the labels as given and deranged."""
+    from emoslm.reporting import DASH, TableData, rich_table
+
+    rows = [[name, *[DASH if v is None else f"{v:.3f}" for v in by_k.values()]] for name, by_k in ua.items()]
+    return rich_table(TableData(
+        title=f"Shipped SmolLM2 MetaICL model: UA_spk on the test split of {corpus} ({n_speakers} speakers, TU+LD)",
+        columns=["enrollment", *[f"{k}-shot" for k in SHIPPED_LLM_KS]], rows=rows))
 
 
 def run_personalization_demo(data_root: str | Path = "data", runs_root: str | Path = "runs/demo", *,
