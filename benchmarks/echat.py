@@ -17,6 +17,7 @@ Writes ``<runs>/report.html`` and appends to ``benchmarks/results/echat.md`` (``
 
     .venv/bin/python benchmarks/echat.py [--steps 150] [--minutes 6] [--threads 1] [--encoder whisper-tiny.en]
     .venv/bin/python benchmarks/echat.py --encoder whisper-tiny.en --stage1-only [--set train.lr=1e-3]
+    .venv/bin/python benchmarks/echat.py --encoder whisper-tiny.en --emotion-corpus data/synth_demo
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def main() -> None:
     p.add_argument("--encoder", default="fbank", choices=["fbank", *ENCODERS])
     p.add_argument("--train-encoder", action="store_true", default=None,
                    help="train the encoder in stage 1 (the paper; default for fbank, Whisper stays frozen)")
+    p.add_argument("--emotion-corpus", default=None,
+                   help="stage 2: a prepared SER corpus whose training utterances also train E-chat's emotion branch "
+                        "(e.g. data/synth_demo, the corpus the cascade's SER model was trained on)")
     p.add_argument("--stage1-only", action="store_true", help="stage 1 and Table 3 alone (for tuning on valid)")
     p.add_argument("--split", default=None, help="the split scored (default: test; valid with --stage1-only)")
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
@@ -60,7 +64,7 @@ def main() -> None:
     cfg = EChatRun(data=a.data, runs=runs, asr_corpus=a.asr_corpus, encoder_init=str(Path(a.bundle) / "encoder"),
                    ser_bundle=a.bundle, steps=a.steps, minutes=a.minutes, threads=a.threads, limit=a.limit,
                    encoder=a.encoder, train_encoder=a.train_encoder, stages=(1,) if a.stage1_only else (1, 2),
-                   split=split, extra=tuple(a.extra))
+                   split=split, extra=tuple(a.extra), emotion_corpus=a.emotion_corpus)
     recognizer = None
     if not a.stage1_only:  # the cascade's SER: paper 000's, imported only here (paper 003 does not depend on it)
         from emoslm.personalization.inference import EmotionRecognizer

@@ -3,6 +3,7 @@ express emotion, several rendering methods, and an `unseen` split of a held-out 
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -106,6 +107,25 @@ def heldout_tiny(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("heldout") / "corpus"
     synthesize_corpus(out, "heldout_tiny", workers=2, progress=False)
     return out
+
+
+def test_one_split_alone_is_that_split_of_the_whole_corpus(heldout_tiny: Path, tmp_path):
+    """``splits=("test",)`` (the demo's view of the shipped model's corpus): the same utterances, audio and
+    metadata (levels included) as the whole corpus's test split, nothing else, and its own cache key."""
+    summary = synthesize_corpus(tmp_path / "test_only", "heldout_tiny", workers=2, progress=False, splits=("test",))
+    part, whole = load_prepared(tmp_path / "test_only"), load_prepared(heldout_tiny)
+    assert set(part) == {"test"} and set(summary["splits"]) == {"test"}
+    mine = {s.id: s for s in part["test"]["supervisions"]}
+    theirs = {s.id: s for s in whole["test"]["supervisions"]}
+    assert mine.keys() == theirs.keys()
+    for uid, sup in mine.items():
+        assert sup.custom == theirs[uid].custom and sup.text == theirs[uid].text
+        a, _ = sf.read(part["test"]["recordings"][uid].sources[0].source)
+        b, _ = sf.read(whole["test"]["recordings"][uid].sources[0].source)
+        assert np.array_equal(a, b), uid
+    assert summary["key"] != json.loads((heldout_tiny / "summary.json").read_text())["key"]
+    with pytest.raises(ValueError, match="splits"):
+        synthesize_corpus(tmp_path / "bad", "heldout_tiny", splits=("tset",))
 
 
 def test_heldout_tiny_corpus_has_an_unseen_split_and_no_leakage(heldout_tiny: Path):

@@ -190,3 +190,5 @@ def test_demo_scores_the_shipped_smollm2_model_with_the_deranged_control(tmp_pat
                                                            7: entries[(SHIPPED_LLM_NAME, 7)]}
     assert out["ua_spk"]["every enrollment label wrong"][7] == entries[(deranged, 7)]
     assert out["report"]["html"].is_file() and results["models"][0]["settings"]["role"] == "main"
+    # no whole corpus there: the test split alone was synthesised, into its own folder
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["synth_heldout_tiny_test"]

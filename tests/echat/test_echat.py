@@ -101,6 +101,23 @@ def test_model_loss_mixes_decoder_and_emotion_losses():
     assert "emotion_loss" not in info0 and torch.isclose(loss0, torch.tensor(info0["decoder_loss"]), atol=1e-5)
 
 
+def test_emotion_only_samples_train_the_emotion_loss_alone():
+    """A sample without a response (an SER corpus's utterance) adds to the emotion loss, not to the decoder's:
+    the decoder loss of a mixed batch is that of its dialogue samples; a batch of emotion samples alone has none."""
+    m = tiny_model().set_stage(2).eval()
+    x = [m.encoder.featurize(w) for w in waves(4)]
+    dialogue = [Sample(x[0], RESPONSE_PROMPT, "Sorry to hear that.", 4), Sample(x[1], RESPONSE_PROMPT, "Great!", 1)]
+    ser = [Sample(x[2], "", None, 3), Sample(x[3], "", None, 0)]
+    _, alone = m.loss(dialogue, 0.1)
+    _, mixed = m.loss(dialogue + ser, 0.1)
+    assert mixed["decoder_loss"] == pytest.approx(alone["decoder_loss"], abs=1e-5)
+    assert mixed["emotion_loss"] != pytest.approx(alone["emotion_loss"], abs=1e-4)  # four emotions scored, not two
+    loss, only = m.loss(ser, 0.1)
+    assert only["decoder_loss"] == 0.0 and loss.item() == pytest.approx(0.1 * only["emotion_loss"], abs=1e-6)
+    loss.backward()
+    assert m.emotion_head.weight.grad is not None and m.emotion_head.weight.grad.abs().sum() > 0
+
+
 def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
@@ -405,6 +422,39 @@ def test_tiny_end_to_end(dataset, tmp_path, capsys):
     assert "Table 2" in to_markdown(res)
     html = write_report(res, tmp_path / "report.html", "| t1 |").read_text()
     assert "Table 3" in html and "Cascade" in html
+
+
+def test_stage2_emotion_corpus_adds_labelled_utterances_to_every_batch(dataset, tmp_path):
+    """``emotion_corpus``: stage 2's batches also hold utterances of an SER corpus, their emotions mapped into
+    E-chat's five (surprise and disgust left out), no response; stage 1 ignores it; a missing corpus is named."""
+    from emoslm.data.manifests import emotion_of, load_prepared
+    from emoslm.echat.pipeline import EChatRun, train_stages
+    from emoslm.synth.corpus import synthesize_corpus
+
+    corpus = tmp_path / "synth_tiny"
+    synthesize_corpus(corpus, "tiny", workers=1, progress=False)
+    cfg = EChatRecipeConfig(data=str(dataset), stage=2, model=TINY_MODEL, emotion_corpus=str(corpus),
+                            emotion_max_utterances=30, emotion_batch_size=3, batch_size=4)
+    rec = EChatRecipe(cfg)
+    rec.setup()
+    train = load_prepared(corpus)["train"]["supervisions"]
+    in_set = [s for s in train if emotion_of(s) in ("neutral", "joy", "fear", "anger", "sadness")]
+    assert len(rec.emotion_set) == 30 < len(in_set) < len(train)
+    assert all(s.target is None and s.emotion in range(5) for s in rec.emotion_set)
+    assert len({s.emotion for s in rec.emotion_set}) == 5
+    batch = rec.batch_fn(0, np.random.default_rng(0))
+    assert len(batch) == 7 and sum(s.target is None for s in batch) == 3
+    loss, info = rec.loss_fn(rec.model, batch)
+    assert torch.isfinite(loss) and info["emotion_acc"] >= 0
+    stage1 = EChatRecipe(EChatRecipeConfig(data=str(dataset), stage=1, model=TINY_MODEL, asr_corpus=None,
+                                           emotion_corpus=str(corpus)))
+    stage1.setup()
+    assert stage1.emotion_set == []
+    with pytest.raises(EmoslmError, match="emotion_corpus .*nowhere: no such prepared corpus"):
+        train_stages(EChatRun(data=str(dataset), runs=str(tmp_path / "runs"), emotion_corpus=str(tmp_path / "nowhere"),
+                              asr_corpus=None, encoder_init=None, llm="tiny-llama", steps=1, minutes=None,
+                              progress=False, extra=tuple(f"model.{k}={json.dumps(v)}" for k, v in TINY_MODEL.items()
+                                                          if k != "encoder")))
 
 
 def test_packaged_whisper_transcribes_the_synthetic_questions(dataset):

@@ -99,15 +99,21 @@ def test_scores_batched_cached_and_uncached_agree(relative):
     assert torch.isclose(p.sum(), torch.tensor(1.0)) and (p > 0).all()
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("relative", [False, True])
-def test_multi_token_labels_scored_from_one_pass_per_episode(relative):
-    """Labels of several tokens (a BPE LLM's): the batch runs each episode once and continues every label from
-    its cache; episodes of different k pad to different lengths. Equal to each (episode, label) run alone."""
+def test_multi_token_labels_scored_from_one_pass_per_episode(relative, attention):
+    """Labels of several tokens (a BPE LLM's): the batch runs each episode once, every label's later tokens in
+    the same row behind a tree-shaped mask; episodes of different k pad to different lengths. Equal to each
+    (episode, label) run alone, and to the plain definition."""
     m = _model(relative=relative)
-    m._label_ids = [[5, 9], [6], [7, 11, 12], [8], [9, 5], [10, 10, 10, 10], [11]]
+    m.backbone.model.set_attn_implementation(attention)
     tok, labels, eps = _episodes(m, b=4, n=4)
     contexts = [eps[0][:-1], eps[1][:1], [], eps[3][:2]]  # k = 3, 1, 0, 2
     targets = [ep[-1].speech for ep in eps]
+    single = m.score_batch(contexts, targets)  # one-token labels, mixed k: the same row layout, no label suffix
+    for i in range(4):
+        assert torch.allclose(single[i], _reference_scores(m, contexts[i], targets[i]), atol=1e-4)
+    m._label_ids = [[5, 9], [6], [7, 11, 12], [8], [9, 5], [10, 10, 10, 10], [11]]
     batched = m.score_batch(contexts, targets)
     assert batched.shape == (4, 7)
     for i in range(4):

@@ -284,11 +284,12 @@ class EChatConfig:
 
 @dataclass
 class Sample:
-    """One training example: encoder input, prompt, target text, and the emotion (index) when known."""
+    """One training example: encoder input, prompt, target text, and the emotion (index) when known. A sample
+    without a target (an SER corpus's utterance, ``target=None``) trains the emotion branch only."""
 
     inputs: np.ndarray
     prompt: str
-    target: str
+    target: str | None
     emotion: int | None = None
 
 
@@ -392,15 +393,20 @@ class EChatModel(nn.Module):
         eos = self.backbone.tokenizer.eos_token_id
         seqs, labels = [], []
         for i, s in enumerate(batch):
+            if s.target is None:  # an emotion-only sample: no response to predict
+                continue
             prefix = self._prefix(speech[i][smask[i]], emotion[i] if self._use_emotion() else None, s.prompt)
             target = torch.tensor(self._ids(s.target) + [eos], device=self.device)
             seqs.append(torch.cat([prefix, self.speech_llm.embed(target)]))
             labels.append(torch.cat([torch.full((prefix.shape[0],), -100, device=self.device), target]))
-        n = max(x.shape[0] for x in seqs)
-        embeds = torch.stack([F.pad(x, (0, 0, 0, n - x.shape[0])) for x in seqs])
-        att = torch.stack([torch.arange(n, device=self.device) < x.shape[0] for x in seqs]).long()
-        lab = torch.stack([F.pad(y, (0, n - y.shape[0]), value=-100) for y in labels])
-        decoder_loss = self.llm(inputs_embeds=embeds, attention_mask=att, labels=lab).loss
+        if seqs:
+            n = max(x.shape[0] for x in seqs)
+            embeds = torch.stack([F.pad(x, (0, 0, 0, n - x.shape[0])) for x in seqs])
+            att = torch.stack([torch.arange(n, device=self.device) < x.shape[0] for x in seqs]).long()
+            lab = torch.stack([F.pad(y, (0, n - y.shape[0]), value=-100) for y in labels])
+            decoder_loss = self.llm(inputs_embeds=embeds, attention_mask=att, labels=lab).loss
+        else:
+            decoder_loss = emotion.sum() * 0.0  # keeps the graph: no response in this batch
         info = {"decoder_loss": float(decoder_loss.detach())}
         emotion_loss = None
         known = [i for i, s in enumerate(batch) if s.emotion is not None]

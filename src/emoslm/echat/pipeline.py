@@ -87,6 +87,9 @@ class EChatRun:
     # The layer weightings still train. Setting it True is the paper's recipe, to try on the valid split.
     train_encoder: bool | None = None
     stages: tuple[int, ...] = (1, 2)  # (1,): stage 1 and Table 3 only
+    #: stage 2: a prepared SER corpus whose training utterances also train the emotion branch (the emotion loss
+    #: alone; :mod:`emoslm.echat.recipe`); None: the dialogue entries only, as the paper's data allows
+    emotion_corpus: str | None = None
     split: str = "test"  # the split Tables 2 and 3 are scored on ("valid" while choosing settings)
 
 
@@ -129,6 +132,9 @@ def train_stages(run: EChatRun) -> dict[int, dict[str, Any]]:
     again (the log says which keys differ), an unfinished one of the same settings is resumed by the trainer."""
     if not run.stages or set(run.stages) - {1, 2} or 1 not in run.stages:
         raise EmoslmError(f"stages must be [1] or [1, 2], got {list(run.stages)}")
+    if run.emotion_corpus and 2 in run.stages and not Path(run.emotion_corpus).is_dir():  # before stage 1 trains
+        raise EmoslmError(f"emotion_corpus {run.emotion_corpus}: no such prepared corpus (make one with "
+                          "`emoslm synth corpus --preset demo`)")
     runs = Path(run.runs)
     common = stage_overrides(run)
     summaries = {}
@@ -136,6 +142,8 @@ def train_stages(run: EChatRun) -> dict[int, dict[str, Any]]:
         asr = run.asr_corpus if run.asr_corpus and Path(run.asr_corpus).is_dir() else None
         extra = ([f"asr_corpus={asr}" if asr else "asr_corpus=null"] if stage == 1
                  else [f"init_from={best_checkpoint(runs / 'stage1')}"])
+        if stage == 2 and run.emotion_corpus:  # set only when given: runs made before keep their settings
+            extra.append(f"emotion_corpus={run.emotion_corpus}")
         out = runs / f"stage{stage}"
         cfg = load_config(recipe.EChatRecipeConfig, f"echat_stage{stage}", [*common, f"out_dir={out}", *extra])
         check = check_run(out, cfg, f"E-chat stage {stage}")
@@ -213,6 +221,8 @@ def summary_markdown(out: dict[str, Any], cfg: EChatRun) -> str:
         f"E-chat: {encoder} -> 2 softmax layer weightings -> 4-layer transformer "
         f"connector -> frozen {cfg.llm}. CPU budget: {cfg.threads} torch thread(s), each stage capped at "
         f"{cfg.steps} steps (batch 8)" + (f" and {cfg.minutes:g} min." if cfg.minutes else "."), "",
+        *([f"Stage 2's emotion branch also trained on `{cfg.emotion_corpus}` (training utterances, emotion loss "
+           "alone)."] if cfg.emotion_corpus and 2 in out["train"] else []),
         *("- " + stage_line(s) for s in sorted(out["train"])),
         f"- time: dataset {t['data']:.0f} s (cached after the first run), training {t['train']:.0f} s, "
         f"evaluation {t['eval']:.0f} s", "",

@@ -7,7 +7,11 @@
   (:func:`check_no_test_questions`);
 - ``stage: 2`` (emotional-response SFT on the dialogue dataset): connection module + emotion weighting, pooling,
   projection and head trainable; encoder and LLM frozen; loss ``(1 - alpha) L_decoder + alpha L_emotion`` with
-  alpha = 0.1; ``init_from`` the stage-1 checkpoint.
+  alpha = 0.1; ``init_from`` the stage-1 checkpoint. With ``emotion_corpus`` (a prepared SER corpus, e.g. the
+  synthetic corpus ``data/synth_demo``) each batch also holds ``emotion_batch_size`` of its training utterances
+  (emotions mapped into the label set; those outside it left out), which train the emotion branch (layer
+  weighting, pooling, head) by the emotion loss alone: the paper's E-chat200 has 200 hours of emotion-labelled
+  speech, the embedded dialogue data about 100 training entries, too few for the auxiliary head to learn from.
 
 The dialogue data's splits must be disjoint by question and by speaker (:func:`~emoslm.echat.dialogue.load_manifest`
 refuses data made with entry-random splits). Every utterance's encoder input is computed once, and while the
@@ -69,6 +73,9 @@ class EChatRecipeConfig:
     alpha: float | None = None  # default: 0 in stage 1, 0.1 in stage 2
     asr_corpus: str | None = None  # a prepared corpus with transcripts, added to stage 1's data
     asr_max_utterances: int | None = None  # a seeded subset of its training split
+    emotion_corpus: str | None = None  # stage 2: a prepared SER corpus whose utterances train the emotion loss
+    emotion_max_utterances: int | None = 1000  # a seeded subset of its training split
+    emotion_batch_size: int = 8  # its utterances per step, beside batch_size dialogue entries
     batch_size: int = 8
     threads: int = 1
     train: TrainArgs = field(default_factory=lambda: TrainArgs(max_steps=300, lr=5e-4, warmup_steps=30,
@@ -86,6 +93,26 @@ def asr_samples(corpus: str, featurize, limit: int | None, seed: int) -> list[Sa
         sups = [sups[i] for i in sorted(np.random.default_rng(seed).choice(len(sups), limit, replace=False))]
     return [Sample(featurize(load_audio(recs[s.recording_id].sources[0].source, offset=s.start,
                                         duration=s.duration)), ASR_PROMPT, s.text) for s in sups]
+
+
+def emotion_samples(corpus: str, featurize, label_set, limit: int | None, seed: int) -> list[Sample]:
+    """(speech, emotion) samples of a prepared corpus's training split, their emotions mapped into ``label_set``
+    (utterances of other emotions left out); no response: they train the emotion branch only."""
+    from emoslm.data.manifests import emotion_of
+
+    prepared = load_prepared(corpus)
+    if "train" not in prepared:
+        raise EmoslmError(f"emotion_corpus {corpus} has no train split")
+    recs = prepared["train"]["recordings"]
+    sups = [(s, lab) for s in prepared["train"]["supervisions"]
+            if emotion_of(s) and (lab := label_set.map(emotion_of(s))) is not None]
+    if not sups:
+        raise EmoslmError(f"emotion_corpus {corpus}: no training utterance has an emotion of {label_set.name} "
+                          f"({', '.join(label_set.labels)})")
+    if limit is not None and limit < len(sups):
+        sups = [sups[i] for i in sorted(np.random.default_rng(seed).choice(len(sups), limit, replace=False))]
+    return [Sample(featurize(load_audio(recs[s.recording_id].sources[0].source, offset=s.start,
+                                        duration=s.duration)), "", None, label_set.index(lab)) for s, lab in sups]
 
 
 def check_no_test_questions(texts: list[str], test_rows: list[dict], data: str) -> None:
@@ -138,15 +165,23 @@ class EChatRecipe:
                                      cfg.train.seed)
             if cfg.stage == 1:
                 check_no_test_questions([s.target for s in train], load_manifest(cfg.data, "test"), cfg.data)
-            return train, self.samples("valid")
+            emotion = []
+            if cfg.stage == 2 and cfg.emotion_corpus:
+                emotion = emotion_samples(cfg.emotion_corpus, self.model.encoder.featurize, self.model.label_set,
+                                          cfg.emotion_max_utterances, cfg.train.seed)
+            return train, self.samples("valid"), emotion
 
-        self.train_set, self.valid_set = rank_zero_first(load)
+        self.train_set, self.valid_set, self.emotion_set = rank_zero_first(load)
         if not self.train_set:
             raise ValueError(f"{cfg.data} has no training entries")
 
     def batch_fn(self, step: int, rng: np.random.Generator) -> list[Sample]:
         idx = rng.choice(len(self.train_set), size=min(self.cfg.batch_size, len(self.train_set)), replace=False)
-        return [self.train_set[int(i)] for i in idx]
+        batch = [self.train_set[int(i)] for i in idx]
+        if self.emotion_set:
+            n = min(self.cfg.emotion_batch_size, len(self.emotion_set))
+            batch += [self.emotion_set[int(i)] for i in rng.choice(len(self.emotion_set), size=n, replace=False)]
+        return batch
 
     def loss_fn(self, model: EChatModel, batch: list[Sample]):
         return model.loss(batch, self.alpha)

@@ -363,54 +363,61 @@ class SpeechICLModel(nn.Module):
                 cs = torch.stack([torch.stack([ex.speech for ex in c]) for c in contexts])
                 cl = torch.tensor([[ex.label for ex in c] for c in contexts], device=self.device)
             return self.uniform_scores(cs, cl, tgt)
-        multi = [j for j, ids in enumerate(self._label_ids) if len(ids) > 1]
+        label_ids = self._label_ids
+        multi = [j for j, ids in enumerate(label_ids) if len(ids) > 1]
         bases, suffixes = [], []
         for ctx, tgt in zip(contexts, targets):
             self._check_k(len(ctx))
             parts = []  # after the instruction, whose cache all episodes share
             for i, ex in enumerate(ctx):
                 parts += [self._speech(ex.speech, i, [e.speech for e in ctx[:i]]),
-                          self._label(self._label_ids[ex.label], i, ex.speech)]
+                          self._label(label_ids[ex.label], i, ex.speech)]
             parts.append(self._speech(tgt, len(ctx), [e.speech for e in ctx]))
             bases.append(torch.cat(parts))
-            if not single:  # the inputs that predict a label's 2nd, 3rd, ... token: its first len-1 tokens
-                suffixes += [self._label(self._label_ids[j], len(ctx), tgt)[: len(self._label_ids[j]) - 1]
-                             for j in multi]
-        # The instruction is run once for the batch, each episode's sequence once after it, and every label
-        # continues from the episode's cache: the log-likelihoods of one full sequence per (episode, label), for
-        # a fraction of the compute (the instruction is most of a 0-shot sequence).
+            # the inputs that predict a label's 2nd, 3rd, ... token: its first len-1 tokens
+            suffixes.append(torch.cat([self._label(label_ids[j], len(ctx), tgt)[:-1] for j in multi]) if multi
+                            else bases[-1][:0])
+        # The instruction is run once for the batch, then one row per episode: its sequence (right-padded to the
+        # longest) followed by the multi-token labels' first len-1 tokens, each label placed by positions and a
+        # tree-shaped mask right after the episode's own last token and seeing only the episode and its own
+        # earlier tokens: the log-likelihoods of one full sequence per (episode, label), in one forward.
         instruction = self.prefix_cache([])
-        n_ins = instruction.length
-        past = copy.deepcopy(instruction.past)
-        past.batch_repeat_interleave(len(bases))
-        embeds, mask = _pad(bases)
-        lengths = mask.sum(1)
-        base_mask = torch.cat([torch.ones(len(bases), n_ins, dtype=mask.dtype, device=self.device), mask], 1)
-        out = self.backbone.model(inputs_embeds=embeds, attention_mask=base_mask, past_key_values=past,
-                                  output_hidden_states=True, logits_to_keep=1, use_cache=not single)
+        n_ins, n = instruction.length, len(bases)
+        past = _fork(instruction.past)
+        past.batch_repeat_interleave(n)
+        width = max(x.shape[0] for x in bases)
+        n_suffix = suffixes[0].shape[0]  # the same labels follow every episode
+        rows = bases[0].new_zeros(n, width + n_suffix, bases[0].shape[-1])
+        lengths = torch.tensor([x.shape[0] for x in bases], device=self.device)
+        allowed = torch.zeros(n, width + n_suffix, n_ins + width + n_suffix, dtype=torch.bool, device=self.device)
+        allowed[:, :, :n_ins] = True  # every row sees the instruction (the padding rows too: no empty row)
+        positions = torch.zeros(n, width + n_suffix, dtype=torch.long, device=self.device)
+        offsets = []  # (label, its first token's index in the suffix)
+        for j in multi:
+            offsets.append((j, sum(len(label_ids[m]) - 1 for m, _ in offsets)))
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
+        for i, (base, suffix) in enumerate(zip(bases, suffixes)):
+            size = base.shape[0]
+            rows[i, :size], rows[i, width:] = base, suffix
+            allowed[i, :size, n_ins: n_ins + size] = causal[:size, :size]
+            positions[i, :size] = n_ins + torch.arange(size)
+            for j, off in offsets:
+                m = len(label_ids[j]) - 1
+                r = width + off  # the row of its first token, and its key: n_ins + r
+                allowed[i, r: r + m, n_ins: n_ins + size] = True
+                allowed[i, r: r + m, n_ins + r: n_ins + r + m] = causal[:m, :m]
+                positions[i, r: r + m] = n_ins + size + torch.arange(m)
+        out = self.backbone.model(inputs_embeds=rows, position_ids=positions, past_key_values=past, use_cache=False,
+                                  attention_mask=_attention_mask(allowed, self.backbone.model, rows.dtype),
+                                  output_hidden_states=True, logits_to_keep=1)
+        hidden = out.hidden_states[-1]  # [episodes, width + suffix, H] after the final norm
         head = self.backbone.model.get_output_embeddings()
-        rows = torch.arange(len(bases), device=self.device)
-        first = head(out.hidden_states[-1][rows, lengths - 1]).float().log_softmax(-1)
-        scores = first[:, torch.tensor([ids[0] for ids in self._label_ids])]
-        if single:
-            return scores
-        n_rows, n_multi = len(suffixes), len(multi)
-        tail, tail_mask = _pad(suffixes)  # [episodes x multi-token labels, longest label - 1, H]
-        past = out.past_key_values  # one row per (episode, multi-token label)
-        past.batch_repeat_interleave(n_multi)
-        starts = n_ins + lengths.repeat_interleave(n_multi)
-        # explicit positions: a shorter episode's label follows its own last token, not the batch's padding
-        positions = starts[:, None] + torch.arange(tail.shape[1], device=self.device)[None]
-        full_mask = torch.cat([base_mask.repeat_interleave(n_multi, 0), tail_mask], 1)
-        out = self.backbone.model(inputs_embeds=tail, attention_mask=full_mask, past_key_values=past,
-                                  position_ids=positions, output_hidden_states=True, logits_to_keep=1,
-                                  use_cache=False)
-        lp = head(out.hidden_states[-1]).float().log_softmax(-1)  # [rows, width, V]
-        scores = scores.clone()
-        for r in range(n_rows):
-            i, j = divmod(r, n_multi)
-            ids = self._label_ids[multi[j]]
-            scores[i, multi[j]] += lp[r, torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum()
+        first = head(hidden[torch.arange(n, device=self.device), lengths - 1]).float().log_softmax(-1)
+        scores = first[:, torch.tensor([ids[0] for ids in label_ids])].clone()
+        for j, off in offsets:
+            ids = label_ids[j]
+            lp = head(hidden[:, width + off: width + off + len(ids) - 1]).float().log_softmax(-1)  # [n, len-1, V]
+            scores[:, j] += lp[:, torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum(-1)
         return scores
 
     @torch.no_grad()
@@ -456,25 +463,25 @@ class SpeechICLModel(nn.Module):
             suffixes = [torch.cat([self._label(label_ids[j], k, targets[i])[:-1] for j in multi]) for i in range(b)]
             rows = torch.cat([rows, torch.stack(suffixes)], 1)
         tri = lambda n: torch.ones(n, n, dtype=torch.bool, device=self.device).tril()  # noqa: E731
-        # in the row: `ahead` prefix positions (none with a cache), then the target and the labels' tokens
-        n_prefix = cache.length if cache is not None else None
-        if cache is None:
+        if cache is None:  # the prefix goes in the row: one forward for the whole sequence
             prefix = self._prefix_embeds(context)
-            n_prefix = prefix.shape[0]
             rows = torch.cat([prefix[None].expand(b, -1, -1), rows], 1)
-        ahead, width = (0 if cache is not None else n_prefix), rows.shape[1]
-        allowed = torch.zeros(width, n_prefix + width - ahead, dtype=torch.bool, device=self.device)
-        allowed[:, :n_prefix] = True
-        if ahead:
-            allowed[:ahead, :ahead] = tri(ahead)
+            n_prefix = ahead = prefix.shape[0]
+        else:
+            n_prefix, ahead = cache.length, 0
+        # the target starts at row `ahead`; row r is key r + shift (a cached prefix comes before the row)
+        shift, width = n_prefix - ahead, rows.shape[1]
+        allowed = torch.zeros(width, shift + width, dtype=torch.bool, device=self.device)
+        allowed[:, :n_prefix] = True  # everything sees the whole prefix ...
+        allowed[:ahead, :ahead] = tri(ahead)  # ... causally, when it is in the row
         allowed[ahead: ahead + q, n_prefix: n_prefix + q] = tri(q)
-        positions, starts = list(range(ahead + q)) if ahead else list(range(n_prefix, n_prefix + q)), {}
+        positions, starts = list(range(n_prefix + q))[-(ahead + q):], {}
         for j in multi:
-            start, n = len(positions), len(label_ids[j]) - 1  # start: its first token's index in the row
-            starts[j] = start
+            start, n = len(positions), len(label_ids[j]) - 1  # start: the row of its first token
+            starts[j] = start - ahead  # its index after the prefix
             positions += range(n_prefix + q, n_prefix + q + n)
             allowed[start: start + n, n_prefix: n_prefix + q] = True
-            allowed[start: start + n, start - ahead + n_prefix: start - ahead + n_prefix + n] = tri(n)
+            allowed[start: start + n, shift + start: shift + start + n] = tri(n)
         llm, head = self.backbone.model, self.backbone.model.get_output_embeddings()
         past = None
         if cache is not None:
@@ -485,7 +492,6 @@ class SpeechICLModel(nn.Module):
                   position_ids=torch.tensor(positions, device=self.device)[None].expand(b, -1), past_key_values=past,
                   use_cache=False, output_hidden_states=True, logits_to_keep=1)
         hidden = out.hidden_states[-1][:, ahead:]  # [B, target and label tokens, H] after the final norm
-        starts = {j: st - ahead for j, st in starts.items()}
         first = head(hidden[:, q - 1]).float().log_softmax(-1)  # [B, V]
         scores = first[:, torch.tensor([ids[0] for ids in label_ids])].clone()
         for j in multi:
@@ -556,11 +562,13 @@ def _fork(past):
 
 
 def _attention_mask(allowed: torch.Tensor, llm, dtype: torch.dtype) -> torch.Tensor:
-    """A custom [1, 1, queries, keys] attention mask from ``allowed`` (True: may attend), in the form the LLM's
-    attention takes as it is: booleans for SDPA, else additive (0 or the dtype's minimum)."""
+    """A custom [B, 1, queries, keys] attention mask from ``allowed`` ([queries, keys], B = 1, or [B, queries,
+    keys]; True: may attend), in the form the LLM's attention takes as it is: booleans for SDPA, else additive
+    (0 or the dtype's minimum)."""
+    mask = (allowed[None] if allowed.dim() == 2 else allowed)[:, None]
     if getattr(llm.config, "_attn_implementation", "sdpa") == "sdpa":
-        return allowed[None, None]
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
 def _pad(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

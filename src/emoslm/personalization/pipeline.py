@@ -181,7 +181,8 @@ def evaluate_shipped_llm(data_root: str | Path = "data", runs_root: str | Path =
                          preset: str = SHIPPED_LLM_PRESET, bundle: str | Path | None = None,
                          workers: int | None = None, progress: bool = True, console=None) -> dict | None:
     """Score the shipped pretrained-LLM model of paper 000 (SmolLM2-135M-Instruct LoRA MetaICL, a bundle of
-    ``assets/paper000/smollm2``) on the test split of ``preset``'s corpus (synthesised when missing) at
+    ``assets/paper000/smollm2``) on the test split of ``preset``'s corpus (``DATA/synth_<preset>`` when it is
+    there, else that split alone synthesised into ``DATA/synth_<preset>_test``) at
     :data:`SHIPPED_LLM_KS`, with its deranged-label control, into ``RUNS/eval_smollm2``. Its torch threads: 2
     (the SmolLM2 setting on 2 cores), restored afterwards. Returns {"report": paths, "seconds", "ua_spk": {row:
     value}}; None, with a line saying why, when the bundle or the packaged SmolLM2 weights are missing."""
@@ -203,7 +204,12 @@ def evaluate_shipped_llm(data_root: str | Path = "data", runs_root: str | Path =
         return None
     t0 = time.perf_counter()
     corpus = Path(data_root) / f"synth_{preset}"
-    print_summary(synthesize_corpus(corpus, preset, workers=workers, progress=progress), console)
+    if (corpus / "summary.json").is_file():  # the whole corpus (a benchmark's): its test split
+        summary = synthesize_corpus(corpus, preset, workers=workers, progress=progress)
+    else:  # the test split alone: the same audio, a ninth of the synthesis
+        corpus = Path(data_root) / f"synth_{preset}_test"
+        summary = synthesize_corpus(corpus, preset, workers=workers, progress=progress, splits=("test",))
+    print_summary(summary, console)
     plan = EvalPlan(corpus=str(corpus), out_dir=str(Path(runs_root) / "eval_smollm2"), split="test", peer=False,
                     k_max=max(SHIPPED_LLM_KS), lo_k_max=0, ks=SHIPPED_LLM_KS, settings=("TU+LD",),
                     label_controls=("deranged",), calibrate=False,

@@ -441,8 +441,15 @@ def synthesize_corpus(
     workers: int | None = None,
     progress: bool = True,
     force: bool = False,
+    splits: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Synthesise (or find already synthesised) a corpus; return its summary (also in ``summary.json``)."""
+    """Synthesise (or find already synthesised) a corpus; return its summary (also in ``summary.json``).
+
+    ``splits``: only the utterances of these splits are rendered and written (e.g. ``("test",)``, to score a model
+    trained elsewhere on them): the same audio and metadata as in the whole corpus (each speaker is rendered on
+    its own, its levels are the whole plan's), in a folder that then holds that subset (its own cache key)."""
+    if splits is not None and (not splits or set(splits) - set(SPLITS)):
+        raise ValueError(f"splits {list(splits)}: expected some of {', '.join(SPLITS)}")
     cfg = PRESETS[preset] if isinstance(preset, str) else preset
     if seed is not None:
         cfg = replace(cfg, seed=seed)
@@ -454,6 +461,8 @@ def synthesize_corpus(
     bases, variants, mbrola = english_voices()
     voices = [*bases, *(v.name for v in variants), *(v.name for v in mbrola)]
     key = config_key(cfg, voices)
+    if splits is not None:
+        key += "-" + "+".join(sp for sp in SPLITS if sp in splits)
     summary_path = out / "summary.json"
     if not force and summary_path.is_file():
         old = json.loads(summary_path.read_text())
@@ -462,7 +471,12 @@ def synthesize_corpus(
             return old
 
     t0 = time.perf_counter()
-    speakers, utts = plan_corpus(cfg)
+    speakers, planned = plan_corpus(cfg)
+    utts = planned if splits is None else [u for u in planned if u.split in splits]
+    if not utts:
+        raise ValueError(f"the {cfg} plan has no utterance in splits {list(splits or [])}")
+    kept = {u.speaker for u in utts}
+    speakers = [sp for sp in speakers if sp.id in kept]
     # files left by a run of another configuration are not reused (resume applies to the same plan only)
     key_path = out / "plan_key"
     if key_path.is_file() and key_path.read_text().strip() != key:
@@ -483,13 +497,16 @@ def synthesize_corpus(
     n_samples.update(render_tasks(tasks, out, workers, progress, total=len(utts)))
     render_seconds = time.perf_counter() - t0
 
-    pitch_lv = _levels(np.array([u.params.pitch for u in utts], dtype=float))
-    tempo_lv = _levels(np.array([u.params.rate for u in utts], dtype=float))
-    energy_lv = _levels(np.array([u.params.loudness_db for u in utts], dtype=float))
+    # levels relative to the whole plan, so that a subset of splits has the whole corpus's metadata
+    levels = dict(zip((u.id for u in planned), zip(
+        _levels(np.array([u.params.pitch for u in planned], dtype=float)),
+        _levels(np.array([u.params.rate for u in planned], dtype=float)),
+        _levels(np.array([u.params.loudness_db for u in planned], dtype=float)))))
     gender_of = {s.id: s.gender for s in speakers}
     recs: dict[str, list] = {}
     sups: dict[str, list] = {}
-    for u, pl, tl, el in zip(utts, pitch_lv, tempo_lv, energy_lv):
+    for u in utts:
+        pl, tl, el = levels[u.id]
         n = n_samples[u.id]
         recs.setdefault(u.split, []).append(Recording(
             id=u.id, sources=[AudioSource(type="file", channels=[0], source=str(paths[u.id]))],
@@ -500,11 +517,11 @@ def synthesize_corpus(
             energy_level=el, voice=u.voice, pitch_param=u.params.pitch, rate_wpm=u.params.rate,
             loudness_db=round(u.params.loudness_db, 2),
             **({"render_method": u.params.method} if _varied(cfg) else {})))
-    splits = [sp for sp in SPLITS if sp in recs]
+    written = [sp for sp in SPLITS if sp in recs]
     prepared: PreparedCorpus = {
         split: {"recordings": RecordingSet.from_recordings(recs[split]),
                 "supervisions": SupervisionSet.from_segments(sups[split])}
-        for split in splits
+        for split in written
     }
     validate_prepared(prepared)
     save_prepared(prepared, out, CORPUS_NAME)
@@ -518,13 +535,13 @@ def synthesize_corpus(
         "splits": {sp: {"speakers": len({s.speaker for s in sups[sp]}), "utterances": len(sups[sp]),
                         "hours": round(sum(s.duration for s in sups[sp]) / 3600, 3),
                         "female": sum(1 for s in {(x.speaker, x.gender) for x in sups[sp]} if s[1] == "F")}
-                   for sp in splits},
+                   for sp in written},
         "speakers": len(speakers), "utterances": len(utts), "audio_hours": round(total_sec / 3600, 3),
         "mbrola_speakers": sum(1 for s in speakers if s.voice_kind == "mbrola"),
         "idiosyncratic_speakers": sum(1 for s in speakers if s.idiosyncrasies),
         "synthesised_now": n_todo, "seconds": round(render_seconds, 2),
         "realtime_factor": round(render_seconds / total_sec, 5) if n_todo else None,
-        "files": [f"{CORPUS_NAME}_{k}_{sp}.jsonl.gz" for sp in splits
+        "files": [f"{CORPUS_NAME}_{k}_{sp}.jsonl.gz" for sp in written
                   for k in ("recordings", "supervisions")] + ["speakers.jsonl"],
         "cached": False,
     }
