@@ -60,8 +60,9 @@ SEED_FIELDS = ("train.seed", "style_seed", "channel_seed")
 
 #: steps per training run, per profile
 PROFILES: dict[str, dict[str, int]] = {
-    # the main job: 12m09s on 2 cores from a fresh clone, with the shipped relative encoder and stage 2 (their
-    # steps here are used by --train-all only)
+    # the main job: 13m41s on 2 cores from a fresh clone (after a 1-minute install), with the shipped relative
+    # encoder and stage 2 (their steps here are used by --train-all only) and the shipped SmolLM2 model scored
+    # at the end
     "demo": {"scratch": 250, "relative": 300, "classifier": 120, "personalized_a": 60, "stage1": 200, "stage2": 300, "table4": 80,
              "styles": 4, "lo_k_max": 2},
     # the schedule of benchmarks/results/personalization.md (about 45 minutes on 2 cores)
