@@ -48,6 +48,8 @@ def main() -> None:
     p.add_argument("--emotion-corpus", default=None,
                    help="stage 2: a prepared SER corpus whose training utterances also train E-chat's emotion branch "
                         "(e.g. data/synth_demo, the corpus the cascade's SER model was trained on)")
+    p.add_argument("--emotion-batch", type=int, default=None,
+                   help="with --emotion-corpus: its utterances per stage-2 step (default 8)")
     p.add_argument("--stage1-only", action="store_true", help="stage 1 and Table 3 alone (for tuning on valid)")
     p.add_argument("--split", default=None, help="the split scored (default: test; valid with --stage1-only)")
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
@@ -64,7 +66,8 @@ def main() -> None:
     cfg = EChatRun(data=a.data, runs=runs, asr_corpus=a.asr_corpus, encoder_init=str(Path(a.bundle) / "encoder"),
                    ser_bundle=a.bundle, steps=a.steps, minutes=a.minutes, threads=a.threads, limit=a.limit,
                    encoder=a.encoder, train_encoder=a.train_encoder, stages=(1,) if a.stage1_only else (1, 2),
-                   split=split, extra=tuple(a.extra), emotion_corpus=a.emotion_corpus)
+                   split=split, extra=tuple(a.extra), emotion_corpus=a.emotion_corpus,
+                   emotion_batch_size=a.emotion_batch)
     recognizer = None
     if not a.stage1_only:  # the cascade's SER: paper 000's, imported only here (paper 003 does not depend on it)
         from emoslm.personalization.inference import EmotionRecognizer

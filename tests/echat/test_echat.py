@@ -446,6 +446,10 @@ def test_stage2_emotion_corpus_adds_labelled_utterances_to_every_batch(dataset, 
     assert len(batch) == 7 and sum(s.target is None for s in batch) == 3
     loss, info = rec.loss_fn(rec.model, batch)
     assert torch.isfinite(loss) and info["emotion_acc"] >= 0
+    dev = load_prepared(corpus)["dev"]["supervisions"]
+    assert 0 < len(rec.emotion_dev) <= len(dev) and all(s.target is None for s in rec.emotion_dev)
+    scored = rec.eval_fn(rec.model)  # the emotion head's accuracy on the SER corpus's dev speakers
+    assert 0.0 <= scored["dev_ser_emotion_acc"] <= 1.0 and "valid_emotion_acc" in scored
     stage1 = EChatRecipe(EChatRecipeConfig(data=str(dataset), stage=1, model=TINY_MODEL, asr_corpus=None,
                                            emotion_corpus=str(corpus)))
     stage1.setup()

@@ -90,6 +90,7 @@ class EChatRun:
     #: stage 2: a prepared SER corpus whose training utterances also train the emotion branch (the emotion loss
     #: alone; :mod:`emoslm.echat.recipe`); None: the dialogue entries only, as the paper's data allows
     emotion_corpus: str | None = None
+    emotion_batch_size: int | None = None  # its utterances per stage-2 step (None: the recipe's, 8)
     split: str = "test"  # the split Tables 2 and 3 are scored on ("valid" while choosing settings)
 
 
@@ -144,6 +145,8 @@ def train_stages(run: EChatRun) -> dict[int, dict[str, Any]]:
                  else [f"init_from={best_checkpoint(runs / 'stage1')}"])
         if stage == 2 and run.emotion_corpus:  # set only when given: runs made before keep their settings
             extra.append(f"emotion_corpus={run.emotion_corpus}")
+            if run.emotion_batch_size is not None:
+                extra.append(f"emotion_batch_size={run.emotion_batch_size}")
         out = runs / f"stage{stage}"
         cfg = load_config(recipe.EChatRecipeConfig, f"echat_stage{stage}", [*common, f"out_dir={out}", *extra])
         check = check_run(out, cfg, f"E-chat stage {stage}")
@@ -200,6 +203,10 @@ def summary_markdown(out: dict[str, Any], cfg: EChatRun) -> str:
         summ, hist = out["train"][s], out["history"][s]
         last = hist[-1] if hist else {}
         extra = f", valid emotion acc {100 * last['valid_emotion_acc']:.1f} %" if "valid_emotion_acc" in last else ""
+        if "dev_ser_emotion_acc" in last:
+            extra += (f", emotion acc on the SER corpus's dev speakers {100 * last['dev_ser_emotion_acc']:.1f} % "
+                      "(per evaluation: " + ", ".join(f"{100 * h['dev_ser_emotion_acc']:.1f}" for h in hist
+                                                      if "dev_ser_emotion_acc" in h) + ")")
         if summ.get("reused"):  # where a stage trained by an earlier command comes from
             extra += (f"; reused from `{cfg.runs}/stage{s}` (same settings), trained by `{summ['trained_by']}` at "
                       f"{summ.get('trained_at')}" if summ.get("trained_by") else
@@ -222,7 +229,7 @@ def summary_markdown(out: dict[str, Any], cfg: EChatRun) -> str:
         f"connector -> frozen {cfg.llm}. CPU budget: {cfg.threads} torch thread(s), each stage capped at "
         f"{cfg.steps} steps (batch 8)" + (f" and {cfg.minutes:g} min." if cfg.minutes else "."), "",
         *([f"Stage 2's emotion branch also trained on `{cfg.emotion_corpus}` (training utterances, emotion loss "
-           "alone)."] if cfg.emotion_corpus and 2 in out["train"] else []),
+           f"alone, {cfg.emotion_batch_size or 8} per step)."] if cfg.emotion_corpus and 2 in out["train"] else []),
         *("- " + stage_line(s) for s in sorted(out["train"])),
         f"- time: dataset {t['data']:.0f} s (cached after the first run), training {t['train']:.0f} s, "
         f"evaluation {t['eval']:.0f} s", "",

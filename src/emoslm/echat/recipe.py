@@ -76,6 +76,7 @@ class EChatRecipeConfig:
     emotion_corpus: str | None = None  # stage 2: a prepared SER corpus whose utterances train the emotion loss
     emotion_max_utterances: int | None = 1000  # a seeded subset of its training split
     emotion_batch_size: int = 8  # its utterances per step, beside batch_size dialogue entries
+    emotion_dev_utterances: int = 300  # a seeded subset of its dev split, scored at every evaluation
     batch_size: int = 8
     threads: int = 1
     train: TrainArgs = field(default_factory=lambda: TrainArgs(max_steps=300, lr=5e-4, warmup_steps=30,
@@ -95,19 +96,21 @@ def asr_samples(corpus: str, featurize, limit: int | None, seed: int) -> list[Sa
                                         duration=s.duration)), ASR_PROMPT, s.text) for s in sups]
 
 
-def emotion_samples(corpus: str, featurize, label_set, limit: int | None, seed: int) -> list[Sample]:
-    """(speech, emotion) samples of a prepared corpus's training split, their emotions mapped into ``label_set``
-    (utterances of other emotions left out); no response: they train the emotion branch only."""
+def emotion_samples(corpus: str, featurize, label_set, limit: int | None, seed: int,
+                    split: str = "train") -> list[Sample]:
+    """(speech, emotion) samples of a prepared corpus's ``split``, their emotions mapped into ``label_set``
+    (utterances of other emotions left out); no response: they train (or, from the dev split, score) the emotion
+    branch only."""
     from emoslm.data.manifests import emotion_of
 
     prepared = load_prepared(corpus)
-    if "train" not in prepared:
-        raise EmoslmError(f"emotion_corpus {corpus} has no train split")
-    recs = prepared["train"]["recordings"]
-    sups = [(s, lab) for s in prepared["train"]["supervisions"]
+    if split not in prepared:
+        raise EmoslmError(f"emotion_corpus {corpus} has no {split} split")
+    recs = prepared[split]["recordings"]
+    sups = [(s, lab) for s in prepared[split]["supervisions"]
             if emotion_of(s) and (lab := label_set.map(emotion_of(s))) is not None]
     if not sups:
-        raise EmoslmError(f"emotion_corpus {corpus}: no training utterance has an emotion of {label_set.name} "
+        raise EmoslmError(f"emotion_corpus {corpus}: no {split} utterance has an emotion of {label_set.name} "
                           f"({', '.join(label_set.labels)})")
     if limit is not None and limit < len(sups):
         sups = [sups[i] for i in sorted(np.random.default_rng(seed).choice(len(sups), limit, replace=False))]
@@ -165,13 +168,17 @@ class EChatRecipe:
                                      cfg.train.seed)
             if cfg.stage == 1:
                 check_no_test_questions([s.target for s in train], load_manifest(cfg.data, "test"), cfg.data)
-            emotion = []
+            emotion, emotion_dev = [], []
             if cfg.stage == 2 and cfg.emotion_corpus:
-                emotion = emotion_samples(cfg.emotion_corpus, self.model.encoder.featurize, self.model.label_set,
-                                          cfg.emotion_max_utterances, cfg.train.seed)
-            return train, self.samples("valid"), emotion
+                featurize, labels = self.model.encoder.featurize, self.model.label_set
+                emotion = emotion_samples(cfg.emotion_corpus, featurize, labels, cfg.emotion_max_utterances,
+                                          cfg.train.seed)
+                if "dev" in load_prepared(cfg.emotion_corpus):  # the emotion head's own dev score
+                    emotion_dev = emotion_samples(cfg.emotion_corpus, featurize, labels, cfg.emotion_dev_utterances,
+                                                  0, split="dev")
+            return train, self.samples("valid"), emotion, emotion_dev
 
-        self.train_set, self.valid_set, self.emotion_set = rank_zero_first(load)
+        self.train_set, self.valid_set, self.emotion_set, self.emotion_dev = rank_zero_first(load)
         if not self.train_set:
             raise ValueError(f"{cfg.data} has no training entries")
 
@@ -200,6 +207,14 @@ class EChatRecipe:
         res = {"valid_decoder_loss": loss, "score": -loss}
         if self.alpha > 0:
             res["valid_emotion_acc"] = float(np.average(accs, weights=sizes))
+        if self.emotion_dev:  # the emotion head on the SER corpus's dev speakers (the dialogue valid split is tiny)
+            right = 0
+            for i in range(0, len(self.emotion_dev), 32):
+                batch = self.emotion_dev[i:i + 32]
+                _, _, pooled = model.encode([s.inputs for s in batch])
+                pred = model.emotion_logits(pooled).argmax(-1).tolist()
+                right += sum(int(p == s.emotion) for p, s in zip(pred, batch))
+            res["dev_ser_emotion_acc"] = right / len(self.emotion_dev)
         return res
 
     def train(self) -> dict:
