@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from emoslm.audio import load_audio
-from emoslm.data.manifests import load_prepared
+from emoslm.data.manifests import emotion_of, load_prepared
 from emoslm.echat.dialogue import load_manifest, manifest_digest
 from emoslm.echat.model import (
     ASR_PROMPT,
@@ -101,8 +101,6 @@ def emotion_samples(corpus: str, featurize, label_set, limit: int | None, seed: 
     """(speech, emotion) samples of a prepared corpus's ``split``, their emotions mapped into ``label_set``
     (utterances of other emotions left out); no response: they train (or, from the dev split, score) the emotion
     branch only."""
-    from emoslm.data.manifests import emotion_of
-
     prepared = load_prepared(corpus)
     if split not in prepared:
         raise EmoslmError(f"emotion_corpus {corpus} has no {split} split")

@@ -31,7 +31,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Sequence
 
-from emoslm.assets import SHIPPED_ROOT
+from emoslm.assets import SHIPPED_ROOT, smollm2_gguf
 from emoslm.config import load_config
 from emoslm.data.manifests import load_prepared
 from emoslm.errors import EmoslmError
@@ -42,8 +42,14 @@ from emoslm.personalization.evaluation import (
     run_eval,
     write_report,
 )
-from emoslm.personalization.inference import save_bundle, write_calibration
+from emoslm.personalization.inference import (
+    SHIPPED_LLM_BUNDLE,
+    bundle_threads,
+    save_bundle,
+    write_calibration,
+)
 from emoslm.personalization.model import SpeechICLModel
+from emoslm.reporting import DASH, TableData, rich_table
 from emoslm.synth.corpus import print_summary, synthesize_corpus
 from emoslm.training.reuse import check_run, clear_run, same_weights
 
@@ -190,9 +196,6 @@ def evaluate_shipped_llm(data_root: str | Path = "data", runs_root: str | Path =
     import torch
     from rich.console import Console
 
-    from emoslm.assets import smollm2_gguf
-    from emoslm.personalization.inference import SHIPPED_LLM_BUNDLE, bundle_threads
-
     console = console or Console()
     bundle = Path(bundle) if bundle is not None else SHIPPED_LLM_BUNDLE
     if not ((bundle / "speech_lm").is_dir() and (bundle / "encoder").is_dir()):
@@ -236,8 +239,6 @@ def evaluate_shipped_llm(data_root: str | Path = "data", runs_root: str | Path =
 
 def shipped_llm_table(ua: dict[str, dict[int, float | None]], corpus: Path, n_speakers: int | None):
     """The terminal table of :func:`evaluate_shipped_llm`: UA_spk per k, with the labels as given and deranged."""
-    from emoslm.reporting import DASH, TableData, rich_table
-
     rows = [[name, *[DASH if v is None else f"{v:.3f}" for v in by_k.values()]] for name, by_k in ua.items()]
     return rich_table(TableData(
         title=f"Shipped SmolLM2 MetaICL model: UA_spk on the test split of {corpus} ({n_speakers} speakers, TU+LD)",
