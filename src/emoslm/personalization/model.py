@@ -364,7 +364,6 @@ class SpeechICLModel(nn.Module):
                 cl = torch.tensor([[ex.label for ex in c] for c in contexts], device=self.device)
             return self.uniform_scores(cs, cl, tgt)
         label_ids = self._label_ids
-        multi = [j for j, ids in enumerate(label_ids) if len(ids) > 1]
         bases, suffixes = [], []
         for ctx, tgt in zip(contexts, targets):
             self._check_k(len(ctx))
@@ -374,9 +373,7 @@ class SpeechICLModel(nn.Module):
                           self._label(label_ids[ex.label], i, ex.speech)]
             parts.append(self._speech(tgt, len(ctx), [e.speech for e in ctx]))
             bases.append(torch.cat(parts))
-            # the inputs that predict a label's 2nd, 3rd, ... token: its first len-1 tokens
-            suffixes.append(torch.cat([self._label(label_ids[j], len(ctx), tgt)[:-1] for j in multi]) if multi
-                            else bases[-1][:0])
+            suffixes.append(self._label_suffix(len(ctx), tgt))
         # The instruction is run once for the batch, then one row per episode: its sequence (right-padded to the
         # longest) followed by the multi-token labels' first len-1 tokens, each label placed by positions and a
         # tree-shaped mask right after the episode's own last token and seeing only the episode and its own
@@ -392,17 +389,14 @@ class SpeechICLModel(nn.Module):
         allowed = torch.zeros(n, width + n_suffix, n_ins + width + n_suffix, dtype=torch.bool, device=self.device)
         allowed[:, :, :n_ins] = True  # every row sees the instruction (the padding rows too: no empty row)
         positions = torch.zeros(n, width + n_suffix, dtype=torch.long, device=self.device)
-        offsets = []  # (label, its first token's index in the suffix)
-        for j in multi:
-            offsets.append((j, sum(len(label_ids[m]) - 1 for m, _ in offsets)))
+        offsets = self._suffix_offsets()
         causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
         for i, (base, suffix) in enumerate(zip(bases, suffixes)):
             size = base.shape[0]
             rows[i, :size], rows[i, width:] = base, suffix
             allowed[i, :size, n_ins: n_ins + size] = causal[:size, :size]
             positions[i, :size] = n_ins + torch.arange(size)
-            for j, off in offsets:
-                m = len(label_ids[j]) - 1
+            for off, m in offsets.values():
                 r = width + off  # the row of its first token, and its key: n_ins + r
                 allowed[i, r: r + m, n_ins: n_ins + size] = True
                 allowed[i, r: r + m, n_ins + r: n_ins + r + m] = causal[:m, :m]
@@ -411,14 +405,7 @@ class SpeechICLModel(nn.Module):
                                   attention_mask=_attention_mask(allowed, self.backbone.model, rows.dtype),
                                   output_hidden_states=True, logits_to_keep=1)
         hidden = out.hidden_states[-1]  # [episodes, width + suffix, H] after the final norm
-        head = self.backbone.model.get_output_embeddings()
-        first = head(hidden[torch.arange(n, device=self.device), lengths - 1]).float().log_softmax(-1)
-        scores = first[:, torch.tensor([ids[0] for ids in label_ids])].clone()
-        for j, off in offsets:
-            ids = label_ids[j]
-            lp = head(hidden[:, width + off: width + off + len(ids) - 1]).float().log_softmax(-1)  # [n, len-1, V]
-            scores[:, j] += lp[:, torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum(-1)
-        return scores
+        return self._scores_from_hidden(hidden[torch.arange(n, device=self.device), lengths - 1], hidden[:, width:])
 
     @torch.no_grad()
     def predict_proba(self, context: Sequence[Example], target: torch.Tensor, cache=None) -> torch.Tensor:
@@ -457,11 +444,7 @@ class SpeechICLModel(nn.Module):
         continues a fork of it."""
         k, b, q = len(context), targets.shape[0], targets.shape[1]
         rows = self._speech(targets, k, [e.speech for e in context])  # [B, n_q, H] (broadcasts over B)
-        label_ids = self._label_ids
-        multi = [j for j, ids in enumerate(label_ids) if len(ids) > 1]
-        if multi:  # the inputs that predict a label's 2nd, 3rd, ... token: its first len-1 tokens
-            suffixes = [torch.cat([self._label(label_ids[j], k, targets[i])[:-1] for j in multi]) for i in range(b)]
-            rows = torch.cat([rows, torch.stack(suffixes)], 1)
+        rows = torch.cat([rows, torch.stack([self._label_suffix(k, targets[i]) for i in range(b)])], 1)
         tri = lambda n: torch.ones(n, n, dtype=torch.bool, device=self.device).tril()  # noqa: E731
         if cache is None:  # the prefix goes in the row: one forward for the whole sequence
             prefix = self._prefix_embeds(context)
@@ -475,14 +458,13 @@ class SpeechICLModel(nn.Module):
         allowed[:, :n_prefix] = True  # everything sees the whole prefix ...
         allowed[:ahead, :ahead] = tri(ahead)  # ... causally, when it is in the row
         allowed[ahead: ahead + q, n_prefix: n_prefix + q] = tri(q)
-        positions, starts = list(range(n_prefix + q))[-(ahead + q):], {}
-        for j in multi:
-            start, n = len(positions), len(label_ids[j]) - 1  # start: the row of its first token
-            starts[j] = start - ahead  # its index after the prefix
+        positions = list(range(n_prefix + q))[-(ahead + q):]
+        for off, n in self._suffix_offsets().values():
+            start = ahead + q + off  # the row of its first token
             positions += range(n_prefix + q, n_prefix + q + n)
             allowed[start: start + n, n_prefix: n_prefix + q] = True
             allowed[start: start + n, shift + start: shift + start + n] = tri(n)
-        llm, head = self.backbone.model, self.backbone.model.get_output_embeddings()
+        llm = self.backbone.model
         past = None
         if cache is not None:
             past = _fork(cache.past)
@@ -492,12 +474,32 @@ class SpeechICLModel(nn.Module):
                   position_ids=torch.tensor(positions, device=self.device)[None].expand(b, -1), past_key_values=past,
                   use_cache=False, output_hidden_states=True, logits_to_keep=1)
         hidden = out.hidden_states[-1][:, ahead:]  # [B, target and label tokens, H] after the final norm
-        first = head(hidden[:, q - 1]).float().log_softmax(-1)  # [B, V]
-        scores = first[:, torch.tensor([ids[0] for ids in label_ids])].clone()
-        for j in multi:
-            ids = label_ids[j]
-            lp = head(hidden[:, starts[j]: starts[j] + len(ids) - 1]).float().log_softmax(-1)  # [B, len-1, V]
-            scores[:, j] += lp[:, torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum(-1)
+        return self._scores_from_hidden(hidden[:, q - 1], hidden[:, q:])
+
+    def _suffix_offsets(self) -> dict[int, tuple[int, int]]:
+        """Label index -> (offset, length) of its tokens in :meth:`_label_suffix`: the labels of several tokens."""
+        out, off = {}, 0
+        for j, ids in enumerate(self._label_ids):
+            if len(ids) > 1:
+                out[j] = (off, len(ids) - 1)
+                off += len(ids) - 1
+        return out
+
+    def _label_suffix(self, k: int, target: torch.Tensor) -> torch.Tensor:
+        """The inputs [S, H] that predict the 2nd, 3rd, ... token of every multi-token label after a target at
+        example index ``k``: each such label's first len-1 tokens, one label after another (S = 0 when every
+        label is one token)."""
+        parts = [self._label(self._label_ids[j], k, target)[:n] for j, (_, n) in self._suffix_offsets().items()]
+        return torch.cat(parts) if parts else target[:0]
+
+    def _scores_from_hidden(self, last: torch.Tensor, suffix: torch.Tensor) -> torch.Tensor:
+        """Label log-likelihoods [B, n_labels] from the final hidden states at the target's last position [B, H]
+        (every label's first token) and at its :meth:`_label_suffix` [B, S, H] (the later tokens)."""
+        head, label_ids = self.backbone.model.get_output_embeddings(), self._label_ids
+        scores = head(last).float().log_softmax(-1)[:, torch.tensor([ids[0] for ids in label_ids])].clone()
+        for j, (off, n) in self._suffix_offsets().items():
+            lp = head(suffix[:, off: off + n]).float().log_softmax(-1)  # [B, n, V]
+            scores[:, j] += lp[:, torch.arange(n), torch.tensor(label_ids[j][1:])].sum(-1)
         return scores
 
     @torch.no_grad()
