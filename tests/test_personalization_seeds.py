@@ -229,3 +229,61 @@ def test_the_benchmark_trains_each_seed_and_writes_tables_with_intervals(tmp_pat
                         "--aggregate-only"])
     assert again.split("### Table II over seeds", 1)[1] == text.split("### Table II over seeds", 1)[1]
     assert "aggregated here without training or evaluating" in again
+
+
+# ------------------------------------------------- the SmolLM2 model's seeds (benchmarks/personalization_llm_seeds.py)
+
+
+def _fake_run(folder: Path, seed: int, unseen: bool) -> None:
+    """A run folder as personalization_llm.py leaves it: eval(/eval_unseen)/results.json with the model at k =
+    0, 1, 7 and its two label controls, 4 speakers. Seed s: 7-shot 0.70 + s/100, deranged 0.10, 0-shot 0.30."""
+    from emoslm.personalization.report import Results
+
+    main, shuffled, deranged = "Proposed (SmolLM2)", "Proposed (SmolLM2), shuffled", "Proposed (SmolLM2), deranged"
+
+    def result(acc: float) -> dict:
+        per = {f"spk{i}": acc + (i - 1.5) / 100 for i in range(4)}
+        v = list(per.values())
+        ua_spk = {"mean": float(np.mean(v)), "std": float(np.std(v)), "median": float(np.median(v)),
+                  "max": max(v), "min": min(v), "n_speakers": 4, "per_speaker": per}
+        return {"ua_spk": ua_spk, "labels": ["a", "b"],
+                "confusion": [[1, 0], [0, 1]], "wa": acc, "ua": acc, "macro_f1": acc}
+
+    for split in ("eval", *(("eval_unseen",) if unseen else ())):
+        r = Results()
+        r.add_model(main, "icl", "TU+LU_{0:7}")
+        r.add_model(shuffled, "control")
+        r.add_model(deranged, "control")
+        low = 0.1 if split == "eval" else 0.0
+        for model, k1, k7 in ((main, 0.45, 0.70 + seed / 100 - low), (shuffled, 0.45, 0.2), (deranged, 0.25, 0.1)):
+            r.add(model, None, result(0.30 - low), k=0)
+            r.add(model, "TU+LD", result(k1 - low), k=1)
+            r.add(model, "TU+LD", result(k7), k=7)
+        r.to_json(folder / split / "results.json")
+
+
+def test_the_smollm2_seeds_benchmark_aggregates_runs_with_intervals_and_claims(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("personalization_llm_seeds", ROOT / "benchmarks" /
+                                                  "personalization_llm_seeds.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)
+    spec.loader.exec_module(bench)
+    runs = [tmp_path / f"seed{s}" for s in range(3)]
+    for s, run in enumerate(runs):
+        _fake_run(run, s, unseen=True)
+    out = tmp_path / "results.md"
+    text = bench.main(["--runs", ",".join(map(str, runs)), "--seeds", "0,1,2", "--out", str(out)])
+    assert text.rstrip() in out.read_text() and "No baseline seed runs given" in text
+    k_block = text.split("### UA_spk vs k, test speakers", 1)[1].split("\n\n", 2)[1]
+    row7 = next(line for line in k_block.splitlines() if line.startswith("| 7 |"))
+    assert row7.split("|")[2].strip().startswith("0.610 [")  # (0.60 + 0.61 + 0.62) / 3, with a t-interval
+    claims = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): line
+              for line in text.split("### The issue's claims", 1)[1].splitlines() if line.startswith("| ")}
+    gain = claims[("7-shot − 0-shot (main model)", "test", "+41.0 pt")]
+    assert "met by 21.0 pt" in gain
+    share = claims[("share of the 7-shot gain removed by deranged labels", "test", "1.244")]  # (r - 0.1) / (r - 0.2)
+    assert "met by" in share
+    assert "UA_spk vs k (k=0: 0.300, k=1: 0.450, k=7: 0.710): rises at every k." in text
+    # a run without results is named
+    with pytest.raises(SystemExit, match="nowhere"):
+        bench.main(["--runs", f"{runs[0]},{tmp_path / 'nowhere'}", "--out", str(out)])
