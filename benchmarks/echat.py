@@ -18,6 +18,9 @@ Writes ``<runs>/report.html`` and appends to ``benchmarks/results/echat.md`` (``
     .venv/bin/python benchmarks/echat.py [--steps 150] [--minutes 6] [--threads 1] [--encoder whisper-tiny.en]
     .venv/bin/python benchmarks/echat.py --encoder whisper-tiny.en --stage1-only [--set train.lr=1e-3]
     .venv/bin/python benchmarks/echat.py --encoder whisper-tiny.en --emotion-corpus data/synth_demo
+    .venv/bin/python benchmarks/echat.py --encoder whisper-tiny.en --emotion-corpus data/synth_demo \
+        --emotion-batch 32 --emotion-warmup 1000 --set2 train.max_minutes=null \
+        [--emotion-encoder runs/shipped_bundle/encoder]
 """
 
 from __future__ import annotations
@@ -50,6 +53,14 @@ def main() -> None:
                         "(e.g. data/synth_demo, the corpus the cascade's SER model was trained on)")
     p.add_argument("--emotion-batch", type=int, default=None,
                    help="with --emotion-corpus: its utterances per stage-2 step (default 8)")
+    p.add_argument("--emotion-warmup", type=int, default=None, metavar="STEPS",
+                   help="with --emotion-corpus: train E-chat's emotion branch alone on it for STEPS steps before "
+                        "stage 2 (the best step on its dev speakers kept)")
+    p.add_argument("--emotion-encoder", default=None, metavar="DIR",
+                   help="a trained fbank encoder (e.g. runs/shipped_bundle/encoder, the cascade's SER encoder) whose "
+                        "layers feed E-chat's emotion branch, frozen, instead of the speech encoder's")
+    p.add_argument("--set2", dest="extra2", action="append", default=[], metavar="KEY=VALUE",
+                   help="a recipe override for stage 2 alone, e.g. train.max_minutes=null (repeatable)")
     p.add_argument("--stage1-only", action="store_true", help="stage 1 and Table 3 alone (for tuning on valid)")
     p.add_argument("--split", default=None, help="the split scored (default: test; valid with --stage1-only)")
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
@@ -67,7 +78,8 @@ def main() -> None:
                    ser_bundle=a.bundle, steps=a.steps, minutes=a.minutes, threads=a.threads, limit=a.limit,
                    encoder=a.encoder, train_encoder=a.train_encoder, stages=(1,) if a.stage1_only else (1, 2),
                    split=split, extra=tuple(a.extra), emotion_corpus=a.emotion_corpus,
-                   emotion_batch_size=a.emotion_batch)
+                   emotion_batch_size=a.emotion_batch, emotion_warmup_steps=a.emotion_warmup,
+                   stage2_extra=tuple(a.extra2), emotion_encoder=a.emotion_encoder)
     recognizer = None
     if not a.stage1_only:  # the cascade's SER: paper 000's, imported only here (paper 003 does not depend on it)
         from emoslm.personalization.inference import EmotionRecognizer

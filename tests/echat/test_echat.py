@@ -20,6 +20,7 @@ from emoslm.echat.model import (
     RESPONSE_PROMPT,
     EChatConfig,
     EChatModel,
+    FrozenStatesCache,
     LayerWeighting,
     Sample,
     mix_loss,
@@ -34,8 +35,16 @@ from emoslm.echat.dialogue import (
     question_bank,
     respond,
 )
-from emoslm.echat.recipe import EChatRecipe, EChatRecipeConfig, check_no_test_questions
+from emoslm.echat import recipe as recipe_mod
+from emoslm.echat.recipe import (
+    EChatRecipe,
+    EChatRecipeConfig,
+    check_no_test_questions,
+    emotion_accuracy,
+    warm_up_emotion_branch,
+)
 from emoslm.errors import EmoslmError
+from emoslm.features import fbank
 from emoslm.models.text_llm import OpenAIChatBackend, load_backend
 from emoslm.synth.sentences import EMOTION_WORDS
 
@@ -488,3 +497,119 @@ def test_a_repeated_voice_note_is_removed_from_responses():
 
     assert clean_response("(said in a calm voice) I'm sorry to hear that.") == "I'm sorry to hear that."
     assert clean_response("Sure (said in an angry voice)") == "Sure (said in an angry voice)"
+
+
+def tone_samples(n: int, seed: int) -> list[Sample]:
+    """Emotion-only samples whose class is a tone's pitch (class c: 250 * (c + 1) Hz): learnable from any
+    encoder's states, so a warm-up that trains shows it."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(8000) / 16000
+    out = []
+    for i in range(n):
+        c = i % 5
+        wave = 0.3 * np.sin(2 * np.pi * 250 * (c + 1) * t + rng.uniform(0, 6)) + 0.02 * rng.standard_normal(len(t))
+        out.append(Sample(fbank(wave.astype(np.float32)), "", None, c))
+    return out
+
+
+def test_emotion_warmup_trains_the_emotion_branch_alone_and_keeps_its_best_dev_step():
+    model = tiny_model().set_stage(2)
+    model.states_cache = FrozenStatesCache()
+    train, dev = tone_samples(60, 0), tone_samples(20, 1)
+    before = _snapshot(model)
+    chance = emotion_accuracy(model, dev)
+    res = warm_up_emotion_branch(model, train, dev, steps=60, lr=1e-2, batch_size=16, eval_every=20, seed=0)
+    after = _snapshot(model)
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"emotion_weights", "emotion_pool", "emotion_head"}  # not the connector, not emotion_proj
+    assert [h["step"] for h in res["history"]] == [0, 20, 40, 60] and res["history"][0]["dev_ser_emotion_acc"] == chance
+    best = max(h["dev_ser_emotion_acc"] for h in res["history"])
+    assert res["dev_ser_emotion_acc"] == best >= 0.8 > chance
+    assert emotion_accuracy(model, dev) == best  # the kept weights are those of the best step
+    assert res["kept_step"] == min(h["step"] for h in res["history"] if h["dev_ser_emotion_acc"] == best)
+    # dev labels that the untrained branch gets all right (its own predictions): training can only lose them, and
+    # the starting weights are kept
+    model = tiny_model().set_stage(2)
+    model.states_cache = FrozenStatesCache()
+    start = _snapshot(model)
+    with torch.no_grad():
+        own = model.emotion_logits(model.encode_emotion([s.inputs for s in dev])).argmax(-1).tolist()
+    wrong = [Sample(s.inputs, s.prompt, None, c) for s, c in zip(dev, own)]
+    res = warm_up_emotion_branch(model, train, wrong, steps=60, lr=1e-2, batch_size=16, eval_every=20, seed=0)
+    assert res["kept_step"] == 0 and res["history"][-1]["dev_ser_emotion_acc"] < res["dev_ser_emotion_acc"]
+    assert all(torch.equal(start[k], v) for k, v in _snapshot(model).items())
+
+
+def test_stage2_recipe_warms_up_once_and_records_it(dataset, tmp_path, monkeypatch):
+    """``emotion_warmup_steps``: the warm-up runs before stage 2's trainer, its record is in the run's summary;
+    a run that resumes its checkpoint does not warm up again (the checkpoint already holds the branch)."""
+    cfg = EChatRecipeConfig(data=str(dataset), stage=2, model=TINY_MODEL, out_dir=str(tmp_path / "s2"),
+                            emotion_warmup_steps=4, emotion_warmup_eval_every=2, emotion_warmup_batch_size=4,
+                            batch_size=2)
+    cfg.train.max_steps, cfg.train.eval_every, cfg.train.progress = 1, 1, False
+    rec = EChatRecipe(cfg)
+    rec.setup()
+    rec.emotion_set, rec.emotion_dev = tone_samples(10, 0), tone_samples(5, 1)
+    calls = []
+    real = recipe_mod.warm_up_emotion_branch
+    monkeypatch.setattr(recipe_mod, "warm_up_emotion_branch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    summary = rec.train()
+    assert calls == [1] and summary["emotion_warmup"]["steps"] == 4
+    assert [h["step"] for h in summary["emotion_warmup"]["history"]] == [0, 2, 4]
+    saved = json.loads((tmp_path / "s2" / "train_summary.json").read_text())
+    assert saved["emotion_warmup"] == json.loads((tmp_path / "s2" / "emotion_warmup.json").read_text())
+    cfg.train.max_steps = 2  # the same run, continued from its last checkpoint
+    again = EChatRecipe(cfg)
+    again.setup()
+    again.emotion_set, again.emotion_dev = rec.emotion_set, rec.emotion_dev
+    summary = again.train()
+    assert calls == [1] and summary["resumed"] and summary["emotion_warmup"] == saved["emotion_warmup"]
+
+
+def test_an_emotion_encoder_feeds_the_emotion_branch_frozen_in_both_stages(tmp_path):
+    """``emotion_encoder``: a second, frozen encoder whose layers (its own number and width) feed the emotion
+    weighting; inputs carry both encoders' features; saved whole and rebuilt without its init folder."""
+    from emoslm.echat.model import DualInputs
+    from emoslm.models.encoders import fbank_encoder
+
+    enc = fbank_encoder("tiny", d_model=24, n_layers=3, n_heads=4, d_ff=48, conv_channels=24)
+    enc.save_pretrained(tmp_path / "ser_enc")
+    spec = {"kind": "fbank", "init": str(tmp_path / "ser_enc")}
+    m = tiny_model(emotion_encoder=spec)
+    assert m.emotion_weights.logits.numel() == 4 and m.speech_weights.logits.numel() == 3
+    assert m.emotion_head.in_features == 24 and m.emotion_pool is not None
+    assert torch.equal(m.emotion_encoder.net.layers[0].linear1.weight, enc.layers[0].linear1.weight)
+    x = [m.featurize(w) for w in waves(2)]
+    assert all(isinstance(f, DualInputs) for f in x)
+    for stage in (1, 2):
+        m.set_stage(stage).train()
+        assert not m.emotion_encoder.training and not any(p.requires_grad for p in m.emotion_encoder.parameters())
+        before = _snapshot(m)
+        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+        loss, info = m.loss([Sample(x[0], RESPONSE_PROMPT, "call Anna", 0), Sample(x[1], RESPONSE_PROMPT, None, 2)],
+                            0.0 if stage == 1 else 0.5)
+        loss.backward()
+        opt.step()
+        after = _snapshot(m)
+        moved = {n.split(".")[0] for n in before if not torch.equal(before[n], after[n])}
+        assert "emotion_encoder" not in moved and ("emotion_head" in moved) == (stage == 2)
+    m.states_cache = FrozenStatesCache()
+    pooled = m.encode_emotion(x)
+    assert pooled.shape == (2, 24) and len(m.states_cache) == 2  # the emotion encoder's states only: no Whisper run
+    m.encode(x)
+    assert len(m.states_cache) == 4  # and the speech encoder's, kept apart
+    with pytest.raises(ValueError, match="featurize"):
+        m.encode_emotion([x[0].speech])
+    m.eval().save_pretrained(tmp_path / "ckpt")
+    m2 = EChatModel.from_pretrained(tmp_path / "ckpt")
+    assert "init" not in m2.cfg.emotion_encoder and m2.cfg.emotion_encoder["n_layers"] == 3
+    assert torch.equal(m2.emotion_encoder.net.layers[0].linear1.weight, m.emotion_encoder.net.layers[0].linear1.weight)
+    assert m.generate(x, RESPONSE_PROMPT) == m2.generate(x, RESPONSE_PROMPT)
+
+
+def test_pipeline_names_a_missing_emotion_encoder(dataset, tmp_path):
+    from emoslm.echat.pipeline import EChatRun, stage_overrides
+
+    run = EChatRun(data=str(dataset), emotion_encoder=str(tmp_path / "nowhere"))
+    with pytest.raises(EmoslmError, match="emotion_encoder .*nowhere: not a trained encoder folder"):
+        stage_overrides(run)

@@ -54,7 +54,7 @@ class EChat:
 
     def chat_batch(self, audios: Sequence[AudioInput | np.ndarray]) -> list[ChatTurn]:
         t0 = time.perf_counter()
-        feats = [self.model.encoder.featurize(as_wave(a)) for a in audios]
+        feats = [self.model.featurize(as_wave(a)) for a in audios]
         out = self.model.generate(feats, RESPONSE_PROMPT)
         dt = (time.perf_counter() - t0) / max(1, len(audios))
         return [ChatTurn(ECHAT.word(lab), text, dt) for lab, text in out]
@@ -65,5 +65,5 @@ class EChat:
 
     def transcribe(self, audios: Sequence[AudioInput | np.ndarray]) -> list[str]:
         """Stage-1 ASR: the transcript of each utterance."""
-        feats = [self.model.encoder.featurize(as_wave(a)) for a in audios]
+        feats = [self.model.featurize(as_wave(a)) for a in audios]
         return [text for _, text in self.model.generate(feats, ASR_PROMPT)]

@@ -9,6 +9,11 @@
   encoder layers and a projection into the LLM's embedding space. The emotion embedding is the attentively
   pooled emotion-weighted hidden states projected to one LLM token; an auxiliary head classifies the same
   pooled vector. Its prediction is never fed to the LLM (Sec. 3.2).
+- Optionally (``emotion_encoder``) a second, always frozen encoder feeds the emotion weighting instead of the
+  speech encoder, e.g. an SER model's fbank encoder beside Whisper: Whisper's layers carry the words and little
+  of how they were said (a probe on them reaches about 56 % on the SER corpus's dev speakers, chance 20 %), so
+  the emotion embedding is built from an encoder trained on emotion, as paper 002 gives its LLM a paralinguistic
+  encoder beside the linguistic one. The paper's E-chat uses one encoder; ``emotion_encoder: null`` is that.
 - LLM input: ``BOS, emotion embedding, speech embeddings, prompt`` (stage 1 leaves the emotion embedding out,
   as in Fig. 2), then the target text and EOS; the loss is on the target and EOS only.
 
@@ -265,6 +270,15 @@ class FrozenStatesCache:
 # ------------------------------------------------------------------------------------------------- model
 
 
+@dataclass(frozen=True, eq=False)
+class DualInputs:
+    """One utterance's inputs when the emotion branch has its own encoder: the speech encoder's and the emotion
+    encoder's (:meth:`EChatModel.featurize`)."""
+
+    speech: np.ndarray
+    emotion: np.ndarray
+
+
 @dataclass
 class EChatConfig:
     """Sizes of :class:`EChatModel`. ``llm`` is an :class:`LLMSpec` as a dict; its mode is always ``frozen``."""
@@ -280,6 +294,10 @@ class EChatConfig:
     dropout: float = 0.1
     max_new_tokens: int = 48
     freeze_encoder: bool = False  # stage 1 trains the encoder (the paper) unless set; stage 2 never does
+    #: a second encoder spec (as ``encoder``) whose layers feed the emotion weighting instead of the speech
+    #: encoder's, always frozen (e.g. {"kind": "fbank", "init": "runs/shipped_bundle/encoder"}); None: the paper's
+    #: one encoder
+    emotion_encoder: dict | None = None
 
 
 @dataclass
@@ -287,7 +305,7 @@ class Sample:
     """One training example: encoder input, prompt, target text, and the emotion (index) when known. A sample
     without a target (an SER corpus's utterance, ``target=None``) trains the emotion branch only."""
 
-    inputs: np.ndarray
+    inputs: "np.ndarray | DualInputs"
     prompt: str
     target: str | None
     emotion: int | None = None
@@ -302,11 +320,16 @@ class EChatModel(nn.Module):
     def __init__(self, cfg: EChatConfig):
         super().__init__()
         self.encoder = build_speech_encoder(cfg.encoder)
-        self.cfg = replace(cfg, encoder=self.encoder.spec)
+        #: the emotion branch's own encoder (frozen), or None: the speech encoder's layers feed both weightings
+        self.emotion_encoder = build_speech_encoder(cfg.emotion_encoder) if cfg.emotion_encoder else None
+        self.cfg = replace(cfg, encoder=self.encoder.spec,
+                           emotion_encoder=self.emotion_encoder.spec if self.emotion_encoder else None)
         self.label_set = get_label_set(cfg.label_set)
         d, n_layers = self.encoder.d_model, self.encoder.n_hidden_states
+        emo = self.emotion_encoder or self.encoder
+        d_emo = emo.d_model
         self.speech_weights = LayerWeighting(n_layers)
-        self.emotion_weights = LayerWeighting(n_layers)
+        self.emotion_weights = LayerWeighting(emo.n_hidden_states)
         self.backbone = load_backbone(LLMSpec(**{**cfg.llm, "mode": "frozen"}))
         self.llm = self.backbone.model  # a registered submodule: its (frozen) weights are part of the state
         hidden = self.backbone.hidden_size
@@ -316,10 +339,11 @@ class EChatModel(nn.Module):
                                        batch_first=True, norm_first=True),
             cfg.connector_layers, enable_nested_tensor=False)
         self.out_proj = nn.Sequential(nn.LayerNorm(cfg.d_connector), nn.Linear(cfg.d_connector, hidden))
-        self.emotion_pool = AttentivePooling(d)
-        self.emotion_proj = nn.Linear(d, hidden)
-        self.emotion_head = nn.Linear(d, len(self.label_set))
-        adapters = ("speech_weights", "emotion_weights", *_CONNECTOR, "emotion_pool", "emotion_proj", "emotion_head")
+        self.emotion_pool = AttentivePooling(d_emo)
+        self.emotion_proj = nn.Linear(d_emo, hidden)
+        self.emotion_head = nn.Linear(d_emo, len(self.label_set))
+        adapters = ("speech_weights", "emotion_weights", *_CONNECTOR, "emotion_pool", "emotion_proj", "emotion_head",
+                    *(("emotion_encoder",) if self.emotion_encoder is not None else ()))
         SpeechLLM(self.backbone, {name: getattr(self, name) for name in adapters}, encoder=self.encoder).attach(self)
         #: set by the training recipe: a frozen encoder's hidden states, kept per utterance
         self.states_cache: FrozenStatesCache | None = None
@@ -349,14 +373,48 @@ class EChatModel(nn.Module):
     def device(self) -> torch.device:
         return self.speech_llm.device
 
-    def encode(self, inputs: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Speech embeddings ``[B, N, H]`` with their mask ``[B, N]``, and pooled emotion vectors ``[B, d]``."""
+    def featurize(self, wave: np.ndarray) -> "np.ndarray | DualInputs":
+        """One 16 kHz waveform -> this model's input: the speech encoder's, and the emotion encoder's beside it
+        when there is one."""
+        if self.emotion_encoder is None:
+            return self.encoder.featurize(wave)
+        return DualInputs(self.encoder.featurize(wave), self.emotion_encoder.featurize(wave))
+
+    def _hidden_states(self, inputs: Sequence) -> tuple[list[torch.Tensor], torch.Tensor]:
+        inputs = [x.speech if isinstance(x, DualInputs) else x for x in inputs]
         if self.states_cache is not None and not self.speech_llm.trainable["encoder"]:
-            hidden_states, mask = self.states_cache(self.speech_llm.encode, inputs)
+            return self.states_cache(self.speech_llm.encode, inputs)
+        return self.speech_llm.encode(inputs)  # without autograd when frozen (stage 2)
+
+    def _emotion_encoder_states(self, inputs: Sequence) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The emotion encoder's hidden states (frozen: no autograd; kept in the states cache, whose keys are the
+        input arrays, distinct from the speech encoder's)."""
+        if any(not isinstance(x, DualInputs) for x in inputs):
+            raise ValueError("this E-chat has an emotion encoder: its inputs come from EChatModel.featurize")
+        feats = [x.emotion for x in inputs]
+
+        def run(batch):
+            with torch.no_grad():
+                return self.emotion_encoder(batch)
+
+        return self.states_cache(run, feats) if self.states_cache is not None else run(feats)
+
+    def encode_emotion(self, inputs: Sequence) -> torch.Tensor:
+        """The pooled emotion vectors ``[B, d]`` alone (the emotion branch; the connector does not run)."""
+        if self.emotion_encoder is not None:
+            hidden_states, mask = self._emotion_encoder_states(inputs)
         else:
-            hidden_states, mask = self.speech_llm.encode(inputs)  # without autograd when frozen (stage 2)
+            hidden_states, mask = self._hidden_states(inputs)
+        return self.emotion_pool(self.emotion_weights(hidden_states), mask)
+
+    def encode(self, inputs: Sequence) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Speech embeddings ``[B, N, H]`` with their mask ``[B, N]``, and pooled emotion vectors ``[B, d]``."""
+        hidden_states, mask = self._hidden_states(inputs)
         speech = self.speech_weights(hidden_states)
-        emotion = self.emotion_pool(self.emotion_weights(hidden_states), mask)
+        if self.emotion_encoder is not None:
+            emotion = self.encode_emotion(inputs)
+        else:
+            emotion = self.emotion_pool(self.emotion_weights(hidden_states), mask)
         k = self.cfg.stack
         b, t, d = speech.shape
         t_k = -(-t // k)

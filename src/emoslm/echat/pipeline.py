@@ -91,6 +91,15 @@ class EChatRun:
     #: alone; :mod:`emoslm.echat.recipe`); None: the dialogue entries only, as the paper's data allows
     emotion_corpus: str | None = None
     emotion_batch_size: int | None = None  # its utterances per stage-2 step (None: the recipe's, 8)
+    #: with emotion_corpus: steps that train the emotion branch alone on it before stage 2 (None: the recipe's, 0)
+    emotion_warmup_steps: int | None = None
+    #: recipe overrides for stage 2 alone (after ``extra``), e.g. ``train.max_minutes=null`` with
+    #: ``train.max_steps=150``: a stage capped by steps, not by a time that depends on how busy the machine is
+    stage2_extra: tuple[str, ...] = ()
+    #: a trained fbank encoder (e.g. the cascade's SER bundle's, ``runs/shipped_bundle/encoder``) whose layers
+    #: feed E-chat's emotion branch instead of the speech encoder's, frozen (``model.emotion_encoder``); None: the
+    #: paper's one encoder
+    emotion_encoder: str | None = None
     split: str = "test"  # the split Tables 2 and 3 are scored on ("valid" while choosing settings)
 
 
@@ -123,6 +132,12 @@ def stage_overrides(run: EChatRun) -> list[str]:
     freeze = (not run.train_encoder) if run.train_encoder is not None else whisper
     if freeze:
         common.append("model.freeze_encoder=true")
+    if run.emotion_encoder:  # set only when given, like freeze_encoder
+        if not (Path(run.emotion_encoder) / "config.json").is_file():
+            raise EmoslmError(f"emotion_encoder {run.emotion_encoder}: not a trained encoder folder (config.json and "
+                              "model.safetensors), e.g. the encoder of an SER bundle (`emoslm bundle shipped DIR` "
+                              "writes DIR/encoder)")
+        common.append(f"model.emotion_encoder={json.dumps({'kind': 'fbank', 'init': str(run.emotion_encoder)})}")
     return [*common, *run.extra]
 
 
@@ -147,6 +162,10 @@ def train_stages(run: EChatRun) -> dict[int, dict[str, Any]]:
             extra.append(f"emotion_corpus={run.emotion_corpus}")
             if run.emotion_batch_size is not None:
                 extra.append(f"emotion_batch_size={run.emotion_batch_size}")
+            if run.emotion_warmup_steps is not None:
+                extra.append(f"emotion_warmup_steps={run.emotion_warmup_steps}")
+        if stage == 2:
+            extra += list(run.stage2_extra)
         out = runs / f"stage{stage}"
         cfg = load_config(recipe.EChatRecipeConfig, f"echat_stage{stage}", [*common, f"out_dir={out}", *extra])
         check = check_run(out, cfg, f"E-chat stage {stage}")
@@ -195,6 +214,17 @@ def run(cfg: EChatRun, recognizer=None) -> dict[str, Any]:
     return out
 
 
+def warmup_line(w: dict[str, Any]) -> str:
+    """One sentence on stage 2's emotion warm-up (:func:`emoslm.echat.recipe.warm_up_emotion_branch`)."""
+    line = (f"Before stage 2 the emotion branch trained alone for {w['steps']} steps on {w['train_utterances']} "
+            "utterances of that corpus")
+    if w.get("dev_ser_emotion_acc") is None:
+        return line + " (no dev split: the last step kept)."
+    curve = ", ".join(f"{h['step']}: {100 * h['dev_ser_emotion_acc']:.1f}" for h in w["history"])
+    return (line + f"; kept step {w['kept_step']}, emotion acc on {w['dev_utterances']} dev utterances "
+            f"{100 * w['dev_ser_emotion_acc']:.1f} % (per evaluation, step: %: {curve}).")
+
+
 def summary_markdown(out: dict[str, Any], cfg: EChatRun) -> str:
     """The results file's text: the dataset, the budget, each stage's last validation, Tables 2 and 3, an example."""
     stats, res, t = out["dataset"], out["results"], out["timing"]
@@ -230,6 +260,10 @@ def summary_markdown(out: dict[str, Any], cfg: EChatRun) -> str:
         f"{cfg.steps} steps (batch 8)" + (f" and {cfg.minutes:g} min." if cfg.minutes else "."), "",
         *([f"Stage 2's emotion branch also trained on `{cfg.emotion_corpus}` (training utterances, emotion loss "
            f"alone, {cfg.emotion_batch_size or 8} per step)."] if cfg.emotion_corpus and 2 in out["train"] else []),
+        *([f"Emotion branch: its own frozen encoder `{cfg.emotion_encoder}` (fbank), not the speech encoder's "
+           "layers."] if cfg.emotion_encoder else []),
+        *([warmup_line(out["train"][2]["emotion_warmup"])] if out["train"].get(2, {}).get("emotion_warmup") else []),
+        *([f"Stage 2 alone: {', '.join(cfg.stage2_extra)}."] if cfg.stage2_extra and 2 in out["train"] else []),
         *("- " + stage_line(s) for s in sorted(out["train"])),
         f"- time: dataset {t['data']:.0f} s (cached after the first run), training {t['train']:.0f} s, "
         f"evaluation {t['eval']:.0f} s", "",

@@ -12,6 +12,11 @@
   (emotions mapped into the label set; those outside it left out), which train the emotion branch (layer
   weighting, pooling, head) by the emotion loss alone: the paper's E-chat200 has 200 hours of emotion-labelled
   speech, the embedded dialogue data about 100 training entries, too few for the auxiliary head to learn from.
+  With ``emotion_warmup_steps`` the emotion branch first trains on that corpus alone
+  (:func:`warm_up_emotion_branch`: the emotion loss, no LLM, the frozen encoder's states cached, so a step costs
+  milliseconds), its best step chosen on the corpus's dev speakers: stage 2 then starts from an emotion
+  embedding that already carries the emotion, instead of learning it at a tenth of the loss (alpha) in the few
+  steps a CPU budget allows.
 
 The dialogue data's splits must be disjoint by question and by speaker (:func:`~emoslm.echat.dialogue.load_manifest`
 refuses data made with entry-random splits). Every utterance's encoder input is computed once, and while the
@@ -25,11 +30,15 @@ minus the teacher-forced decoder loss on the valid split (cheap; the generated r
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from emoslm.audio import load_audio
 from emoslm.data.manifests import emotion_of, load_prepared
@@ -77,6 +86,11 @@ class EChatRecipeConfig:
     emotion_max_utterances: int | None = 1000  # a seeded subset of its training split
     emotion_batch_size: int = 8  # its utterances per step, beside batch_size dialogue entries
     emotion_dev_utterances: int = 300  # a seeded subset of its dev split, scored at every evaluation
+    # stage 2 with emotion_corpus: steps that train the emotion branch alone on it before stage 2 (0: none)
+    emotion_warmup_steps: int = 0
+    emotion_warmup_lr: float = 2e-3
+    emotion_warmup_batch_size: int = 64
+    emotion_warmup_eval_every: int = 100
     batch_size: int = 8
     threads: int = 1
     train: TrainArgs = field(default_factory=lambda: TrainArgs(max_steps=300, lr=5e-4, warmup_steps=30,
@@ -116,6 +130,70 @@ def emotion_samples(corpus: str, featurize, label_set, limit: int | None, seed: 
                                         duration=s.duration)), "", None, label_set.index(lab)) for s, lab in sups]
 
 
+def emotion_accuracy(model: EChatModel, samples: list[Sample], batch_size: int = 32) -> float:
+    """The emotion head's accuracy on ``samples`` (their ``emotion`` indices)."""
+    right = 0
+    with torch.no_grad():
+        for i in range(0, len(samples), batch_size):
+            batch = samples[i:i + batch_size]
+            pred = model.emotion_logits(model.encode_emotion([s.inputs for s in batch])).argmax(-1).tolist()
+            right += sum(int(p == s.emotion) for p, s in zip(pred, batch))
+    return right / len(samples)
+
+
+def warm_up_emotion_branch(model: EChatModel, train: list[Sample], dev: list[Sample], steps: int, lr: float,
+                           batch_size: int, eval_every: int, seed: int, progress: bool = False) -> dict:
+    """Train the emotion branch (emotion layer weighting, attentive pooling, head) on ``train`` by the emotion
+    loss alone: AdamW, ``lr`` after a linear warm-up over a tenth of the steps, ``batch_size`` utterances per
+    step, drawn with ``seed``. Every ``eval_every`` steps (and at the end) the head is scored on ``dev``; the
+    best-scoring step's weights are kept (the last without ``dev``). Returns what happened: the dev accuracy per
+    evaluation, the step kept and its score."""
+    from tqdm import tqdm
+
+    parts = [model.emotion_weights, model.emotion_pool, model.emotion_head]
+    params = [p for m in parts for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    warm = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm))
+    rng = np.random.default_rng([seed, 1])
+    n = min(batch_size, len(train))
+    was_training = model.training
+    history: list[dict] = []
+    best: dict = {"step": 0, "dev_ser_emotion_acc": -1.0, "state": None}
+
+    def evaluate(step: int) -> None:
+        model.eval()
+        acc = emotion_accuracy(model, dev)
+        model.train()
+        history.append({"step": step, "dev_ser_emotion_acc": acc})
+        if acc > best["dev_ser_emotion_acc"]:
+            best.update(step=step, dev_ser_emotion_acc=acc, state=[copy.deepcopy(m.state_dict()) for m in parts])
+
+    model.train()
+    if dev:
+        evaluate(0)
+    for step in tqdm(range(1, steps + 1), desc="emotion warm-up", unit="step", disable=not progress):
+        batch = [train[int(i)] for i in rng.choice(len(train), size=n, replace=False)]
+        logits = model.emotion_logits(model.encode_emotion([s.inputs for s in batch]))
+        loss = F.cross_entropy(logits, torch.tensor([s.emotion for s in batch], device=logits.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if dev and (step % eval_every == 0 or step == steps):
+            evaluate(step)
+    if best["state"] is not None:
+        for m, state in zip(parts, best["state"]):
+            m.load_state_dict(state)
+    model.train(was_training)
+    kept = best["step"] if dev else steps
+    log.info("emotion warm-up: %d steps, kept step %d (dev emotion acc %s)", steps, kept,
+             f"{best['dev_ser_emotion_acc']:.3f}" if dev else "not scored")
+    return {"steps": steps, "kept_step": kept, "history": history,
+            "dev_ser_emotion_acc": best["dev_ser_emotion_acc"] if dev else None,
+            "train_utterances": len(train), "dev_utterances": len(dev)}
+
+
 def check_no_test_questions(texts: list[str], test_rows: list[dict], data: str) -> None:
     """Refuse stage-1 (ASR) training transcripts that are test questions of the dialogue data (compared lower
     case, without punctuation): stage 1's CER/WER and E-chat's replies on the test split would be scored on
@@ -142,7 +220,7 @@ class EChatRecipe:
         self.alpha = ALPHA[cfg.stage] if cfg.alpha is None else cfg.alpha
 
     def samples(self, split: str) -> list[Sample]:
-        featurize = self.model.encoder.featurize
+        featurize = self.model.featurize
         rows = load_manifest(self.cfg.data, split)
         if self.cfg.stage == 1:
             return [Sample(featurize(load_audio(r["audio"])), ASR_PROMPT, r["question"]) for r in rows]
@@ -162,13 +240,13 @@ class EChatRecipe:
         def load():
             train = self.samples("train")
             if cfg.stage == 1 and cfg.asr_corpus:
-                train += asr_samples(cfg.asr_corpus, self.model.encoder.featurize, cfg.asr_max_utterances,
+                train += asr_samples(cfg.asr_corpus, self.model.featurize, cfg.asr_max_utterances,
                                      cfg.train.seed)
             if cfg.stage == 1:
                 check_no_test_questions([s.target for s in train], load_manifest(cfg.data, "test"), cfg.data)
             emotion, emotion_dev = [], []
             if cfg.stage == 2 and cfg.emotion_corpus:
-                featurize, labels = self.model.encoder.featurize, self.model.label_set
+                featurize, labels = self.model.featurize, self.model.label_set
                 emotion = emotion_samples(cfg.emotion_corpus, featurize, labels, cfg.emotion_max_utterances,
                                           cfg.train.seed)
                 if "dev" in load_prepared(cfg.emotion_corpus):  # the emotion head's own dev score
@@ -206,19 +284,38 @@ class EChatRecipe:
         if self.alpha > 0:
             res["valid_emotion_acc"] = float(np.average(accs, weights=sizes))
         if self.emotion_dev:  # the emotion head on the SER corpus's dev speakers (the dialogue valid split is tiny)
-            right = 0
-            for i in range(0, len(self.emotion_dev), 32):
-                batch = self.emotion_dev[i:i + 32]
-                _, _, pooled = model.encode([s.inputs for s in batch])
-                pred = model.emotion_logits(pooled).argmax(-1).tolist()
-                right += sum(int(p == s.emotion) for p, s in zip(pred, batch))
-            res["dev_ser_emotion_acc"] = right / len(self.emotion_dev)
+            res["dev_ser_emotion_acc"] = emotion_accuracy(model, self.emotion_dev)
         return res
+
+    def warm_up(self) -> dict | None:
+        """The emotion branch's warm-up (:func:`warm_up_emotion_branch`) when this run asks for one; not when the
+        trainer is about to resume a checkpoint (which already holds the warmed-up branch): then the record of
+        the first attempt is returned."""
+        cfg, record = self.cfg, Path(self.cfg.out_dir) / "emotion_warmup.json"
+        if cfg.stage != 2 or not cfg.emotion_warmup_steps or not self.emotion_set:
+            return None
+        ckpt = Path(cfg.out_dir) / "checkpoints"
+        if any((ckpt / name / "trainer_state.pt").is_file() for name in ("last", ".last.old")):
+            return json.loads(record.read_text()) if record.is_file() else None
+        result = warm_up_emotion_branch(self.model, self.emotion_set, self.emotion_dev, cfg.emotion_warmup_steps,
+                                        cfg.emotion_warmup_lr, cfg.emotion_warmup_batch_size,
+                                        cfg.emotion_warmup_eval_every, cfg.train.seed,
+                                        progress=cfg.train.progress and self.rank == 0)
+        if self.rank == 0:
+            record.write_text(json.dumps(result, indent=1))
+        return result
 
     def train(self) -> dict:
         write_run_config(self.cfg, self.cfg.out_dir)
+        warmup = self.warm_up()
         trainer = Trainer(self.model, self.batch_fn, self.loss_fn, self.cfg.out_dir, self.cfg.train, self.eval_fn)
-        return trainer.fit()
+        summary = trainer.fit()
+        if warmup is not None:  # kept in the run's summary, which a reusing pipeline reads back
+            summary["emotion_warmup"] = warmup
+            if self.rank == 0:
+                path = Path(self.cfg.out_dir) / "train_summary.json"
+                path.write_text(json.dumps(summary, indent=2, default=str))
+        return summary
 
 
 def run(cfg: EChatRecipeConfig) -> dict:

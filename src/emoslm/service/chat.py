@@ -212,7 +212,7 @@ class EChatBackend:
         """E-chat's reply to ``wave`` (greedy) and the emotion of its auxiliary head (canonical label)."""
         limit = max_tokens or self.model.cfg.max_new_tokens
         with self._lock:
-            feats = self.model.encoder.featurize(wave)
+            feats = self.model.featurize(wave)
             label, text = self.model.generate([feats], RESPONSE_PROMPT, max_new_tokens=limit)[0]
         n = len(self.model.backbone.tokenizer(text, add_special_tokens=False)["input_ids"])
         return Reply(text, 0, n, "length" if n >= limit else "stop"), label
