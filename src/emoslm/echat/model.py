@@ -10,10 +10,11 @@
   pooled emotion-weighted hidden states projected to one LLM token; an auxiliary head classifies the same
   pooled vector. Its prediction is never fed to the LLM (Sec. 3.2).
 - Optionally (``emotion_encoder``) a second, always frozen encoder feeds the emotion weighting instead of the
-  speech encoder, e.g. an SER model's fbank encoder beside Whisper: Whisper's layers carry the words and little
-  of how they were said (a probe on them reaches about 56 % on the SER corpus's dev speakers, chance 20 %), so
-  the emotion embedding is built from an encoder trained on emotion, as paper 002 gives its LLM a paralinguistic
-  encoder beside the linguistic one. The paper's E-chat uses one encoder; ``emotion_encoder: null`` is that.
+  speech encoder, e.g. an SER model's fbank encoder beside Whisper. Whisper's layers carry the words and little
+  of how they were said: warmed up on the SER corpus, an emotion branch on them reaches about 53 % on its dev
+  speakers, one on the SER encoder 83 % (chance 20 %; ``benchmarks/echat_emotion_probe.py``). So the emotion
+  embedding comes from an encoder trained on emotion, as paper 002 gives its LLM a paralinguistic encoder beside
+  the linguistic one. The paper's E-chat uses one encoder; ``emotion_encoder: null`` is that.
 - LLM input: ``BOS, emotion embedding, speech embeddings, prompt`` (stage 1 leaves the emotion embedding out,
   as in Fig. 2), then the target text and EOS; the loss is on the target and EOS only.
 
@@ -136,7 +137,8 @@ class FbankSpeechEncoder(SpeechEncoder):
 
     def forward(self, inputs: Sequence[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
         feats, lengths = _pad(inputs)
-        out = self.net(feats, lengths, output_hidden_states=True)
+        dev = next(self.net.parameters()).device
+        out = self.net(feats.to(dev), lengths.to(dev), output_hidden_states=True)
         return list(out.hidden_states or []), out.mask
 
 
