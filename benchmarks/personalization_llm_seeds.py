@@ -26,10 +26,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_title_option, command_line, heading, write_result  # noqa: E402
+from _common import add_title_option, heading  # noqa: E402
 from personalization_seeds import (  # noqa: E402
     CLAIM_SETTING,
     PERSONALIZED_A,
@@ -41,13 +40,13 @@ from personalization_seeds import (  # noqa: E402
     load_seed_results,
     model_of_kind,
     per_speaker,
+    publish,
     rows_over_seeds,
     table2_over_seeds,
     ua_vs_k,
 )
 
-from emoslm.metrics.seeds import SeedEstimate, common_speakers, speaker_bootstrap  # noqa: E402
-from emoslm.reporting import md_table, rich_table  # noqa: E402
+from emoslm.metrics.seeds import SeedEstimate, common_speakers, speaker_bootstrap, summarize  # noqa: E402
 
 TITLE = "Paper 000's SmolLM2 MetaICL model over training seeds"
 SPLIT_FOLDERS = {"test": "eval", UNSEEN: "eval_unseen"}
@@ -66,10 +65,10 @@ def load_runs(runs: list[Path], folder: str) -> list | None:
 def unpaired_difference(a: list, b: list) -> SeedEstimate:
     """Mean over ``a``'s seeds minus mean over ``b``'s (other training runs: no pairing by seed, no interval over
     seeds), with the speaker-bootstrap interval (the same drawn speakers for both)."""
-    mean = lambda per_seed: float(np.mean([np.mean(list(p.values())) for p in per_seed if p]))  # noqa: E731
+    diff = summarize(a).mean - summarize(b).mean
     quantities = [a, b]
     ci = speaker_bootstrap(lambda x, y: x - y, quantities)
-    return SeedEstimate(per_seed=(mean(a) - mean(b),), mean=mean(a) - mean(b), t_ci=None, speaker_ci=ci,
+    return SeedEstimate(per_seed=(diff,), mean=diff, t_ci=None, speaker_ci=ci,
                         n_speakers=len(common_speakers(quantities)))
 
 
@@ -95,8 +94,7 @@ def rising_with_k(rows: dict, results: list) -> str:
     """Whether the main model's mean UA_spk rises at every k (the unseen split's claim), with the means."""
     main = results[0].main_model
     ks = sorted(k for (m, k, s) in rows if m == main and k is not None)
-    means = [float(np.mean([np.mean(list(p.values())) for p in rows[(main, k, None if k == 0 else CLAIM_SETTING)]
-                            if p])) for k in ks]
+    means = [summarize(rows[(main, k, None if k == 0 else CLAIM_SETTING)]).mean for k in ks]
     rising = all(b > a for a, b in zip(means, means[1:]))
     return (f"UA_spk vs k ({', '.join(f'k={k}: {m:.3f}' for k, m in zip(ks, means))}): "
             + ("rises at every k." if rising else "does not rise at every k."))
@@ -133,8 +131,8 @@ def main(argv: list[str] | None = None) -> str:
         bseeds = [int(s) for s in args.baseline_seeds.split(",")]
         base_test = load_seed_results(Path(args.baselines), bseeds, "eval")
         if base_test is None:
-            base_note = f"The baseline seed runs ({args.baselines}, seeds {args.baseline_seeds}) were not found here: " \
-                        "the peer and Personalized_A claims are left out."
+            base_note = (f"The baseline seed runs ({args.baselines}, seeds {args.baseline_seeds}) were not found "
+                         "here: the peer and Personalized_A claims are left out.")
         else:
             all_claims += baseline_claims(test, base_test, "test", k)
             base_unseen = load_seed_results(Path(args.baselines), bseeds, f"eval_{UNSEEN}")
@@ -143,30 +141,20 @@ def main(argv: list[str] | None = None) -> str:
             base_note = f"Baselines: the tiny-LM seed runs `{args.baselines}` (seeds {args.baseline_seeds})."
     tables = [table2_over_seeds(rows, unseen_rows, seeds), ua_vs_k(rows, test),
               *([ua_vs_k(unseen_rows, unseen, UNSEEN)] if unseen else []), claims_table(all_claims)]
-    made = []
-    for seed, r in zip(seeds, runs):
-        meta = test[runs.index(r)].metadata
-        made.append(f"- seed {seed}: `{r}` (evaluated {getattr(meta, 'date', '?')} by `{getattr(meta, 'command', '?')}`)")
+    made = [f"- seed {seed}: `{run}` (evaluated {res.metadata.date or '?'} by `{res.metadata.command or '?'}`)"
+            for seed, run, res in zip(seeds, runs, test)]
     lines = [heading(TITLE, args.title), "",
              f"{len(runs)} training seeds of the SmolLM2 MetaICL model, each scored on the same test episodes and "
              f"label controls{' and the same unseen-split episodes' if unseen else ''}; claims at k = {k}. "
              + base_note, "", *made, ""]
     if unseen_rows:
         lines += [f"Unseen voice family and rendering: {rising_with_k(unseen_rows, unseen)}", ""]
-    for t in tables:
-        lines += [md_table(t), ""]
-    text = "\n".join(lines)
     from rich.console import Console
 
     console = Console()
-    for t in tables:
-        console.print(rich_table(t))
     if len(runs) < 3:
         console.print(f"[yellow]{len(runs)} seed(s): the issue asks for at least 3[/yellow]")
-    path = write_result(args.out, text, command_line([str(Path(__file__).resolve()), *(
-        sys.argv[1:] if argv is None else argv)]))
-    console.print(f"appended to {path}")
-    return text
+    return publish(lines, tables, args.out, __file__, argv, console)
 
 
 if __name__ == "__main__":

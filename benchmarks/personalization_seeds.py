@@ -247,6 +247,18 @@ def claims_table(all_claims: list[Claim]):
                      text_columns=2)
 
 
+def publish(lines: list[str], tables: list, out: str, script: str, argv: list[str] | None, console) -> str:
+    """The section: ``lines``, then each table in markdown; the tables printed on the terminal; the section
+    appended to ``out`` with the command (``script`` and ``argv``, else this process's arguments). Returns it."""
+    text = "\n".join([*lines, *(part for t in tables for part in (md_table(t), ""))])
+    for t in tables:
+        console.print(rich_table(t))
+    path = write_result(out, text, command_line([str(Path(script).resolve()), *(
+        sys.argv[1:] if argv is None else argv)]))
+    console.print(f"appended to {path}")
+    return text
+
+
 def stages_line(runs: Path, seed: int, timings: dict[str, float]) -> str:
     """Where each trained step of a seed comes from: trained by this command, or reused (with its date)."""
     root = runs / f"seed{seed}"
@@ -340,15 +352,7 @@ def main(argv: list[str] | None = None) -> str:
              f"k = {k}{k_note}. Wall time {time.perf_counter() - t0:.0f} s"
              + (f" (per seed: {', '.join(f'{w:.0f} s' for w in walls)})" if walls else "") + "; each seed's full report: "
              f"`{runs}/seed<N>/eval/report.md`.", "", *provenance, ""]
-    for t in tables:
-        lines += [md_table(t), ""]
-    text = "\n".join(lines)
-    for t in tables:
-        console.print(rich_table(t))
-    path = write_result(args.out, text, command_line([str(Path(__file__).resolve()), *(
-        sys.argv[1:] if argv is None else argv)]))
-    console.print(f"appended to {path}")
-    return text
+    return publish(lines, tables, args.out, __file__, argv, console)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ from emoslm.training.trainer import (
     TrainArgs,
     Trainer,
     rank_zero_first,
+    resumable_checkpoint,
     start_run,
     write_run_config,
 )
@@ -294,8 +295,7 @@ class EChatRecipe:
         cfg, record = self.cfg, Path(self.cfg.out_dir) / "emotion_warmup.json"
         if cfg.stage != 2 or not cfg.emotion_warmup_steps or not self.emotion_set:
             return None
-        ckpt = Path(cfg.out_dir) / "checkpoints"
-        if any((ckpt / name / "trainer_state.pt").is_file() for name in ("last", ".last.old")):
+        if resumable_checkpoint(cfg.out_dir) is not None:
             return json.loads(record.read_text()) if record.is_file() else None
         result = warm_up_emotion_branch(self.model, self.emotion_set, self.emotion_dev, cfg.emotion_warmup_steps,
                                         cfg.emotion_warmup_lr, cfg.emotion_warmup_batch_size,

@@ -215,11 +215,7 @@ class Trainer:
         If the previous run was killed between the two renames of save(), ``last`` is missing and the complete
         previous checkpoint is still in ``.last.old``: resume from there.
         """
-        last = None
-        for cand in (self.ckpt_dir / "last", self.ckpt_dir / ".last.old"):
-            if (cand / "trainer_state.pt").is_file() and (cand / "rng_rank0.pt").is_file():
-                last = cand
-                break
+        last = resumable_checkpoint(self.out)
         if last is None:
             return False
         state = torch.load(last / "trainer_state.pt", map_location="cpu", weights_only=False)
@@ -317,6 +313,17 @@ class Trainer:
         if self.rank == 0:
             (self.out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
         return summary
+
+
+def resumable_checkpoint(out_dir: str | Path) -> Path | None:
+    """The checkpoint a :class:`Trainer` writing to ``out_dir`` resumes from: ``checkpoints/last``, or
+    ``checkpoints/.last.old`` when a run was killed between the two renames of ``save()``; None when neither is
+    complete (the run starts from step 0)."""
+    ckpt = Path(out_dir) / "checkpoints"
+    for cand in (ckpt / "last", ckpt / ".last.old"):
+        if (cand / "trainer_state.pt").is_file() and (cand / "rng_rank0.pt").is_file():
+            return cand
+    return None
 
 
 def best_checkpoint(out_dir: str | Path, kind: str = "model", make: str = "") -> Path:
