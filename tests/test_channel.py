@@ -185,3 +185,24 @@ def test_benchmark_help():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "channel_robustness.py"), "--help"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "--queries-per-speaker" in proc.stdout
+
+
+def test_channel_augmentation_compares_existing_bundles(corpus, tmp_path):
+    # --compare: bundles trained elsewhere (the SmolLM2 one takes an hour) scored side by side, nothing trained
+    a, b = build_tiny_bundle(tmp_path / "a", seed=0), build_tiny_bundle(tmp_path / "b", seed=1)
+    out = tmp_path / "result.md"
+    script = str(ROOT / "benchmarks" / "channel_augmentation.py")
+    proc = subprocess.run([sys.executable, script, "--corpus", str(corpus), "--compare", f"clean={a}",
+                           "--compare", f"channel_augment=4={b}", "--speakers", "1", "--queries-per-speaker", "3",
+                           "--runs", str(tmp_path / "runs"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert "| channel | enrollment | UA_spk, clean | UA_spk, channel_augment=4 | agreement, clean |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| phone_line |")]
+    assert [r.split(" | ")[1] for r in rows] == ["clean", "same channel"]
+    assert "| clean | clean |" in text and "1.000 | 1.000 |" in text  # the clean channel agrees with itself
+    assert not (tmp_path / "runs").exists()  # nothing trained
+    bad = subprocess.run([sys.executable, script, "--corpus", str(corpus), "--compare", f"clean={a}",
+                          "--compare", f"other={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "is not a bundle" in bad.stderr and "Traceback" not in bad.stderr
