@@ -82,14 +82,6 @@ def parse_compare(values: list[str]) -> dict[str, Path]:
     return bundles
 
 
-def made_by(bundle: Path) -> str:
-    """What made a bundle, from its bundle.json (written by save_bundle), or "" when it does not say."""
-    import json
-
-    meta = bundle / "bundle.json"
-    return json.loads(meta.read_text()).get("made_by", "") if meta.is_file() else ""
-
-
 def comparison_table(scores: dict) -> list[str]:
     """UA_spk and agreement of every variant, one row per channel and enrollment."""
     names = list(scores)
@@ -128,7 +120,7 @@ def main() -> None:
     bundles = parse_compare(args.compare) if args.compare else {}
 
     from emoslm.personalization.channel_eval import channel_robustness
-    from emoslm.personalization.inference import EmotionRecognizer, bundle_threads
+    from emoslm.personalization.inference import EmotionRecognizer, bundle_meta, bundle_threads
     from emoslm.personalization.pipeline import bundle_from_runs
 
     t0 = time.perf_counter()
@@ -144,7 +136,8 @@ def main() -> None:
                  f"{steps['stage2']}, {args.styles} speaker styles, seed 0; the augmented one with "
                  f"`channel_augment={args.channels}` in all three.")
     else:
-        provenance = [f"- {name}: `{path}`" + (f", made by `{made_by(path)}`" if made_by(path) else "")
+        made_by = {name: bundle_meta(path).get("made_by") for name, path in bundles.items()}
+        provenance = [f"- {name}: `{path}`" + (f", made by `{made_by[name]}`" if made_by[name] else "")
                       for name, path in bundles.items()]
         setup = "Bundles trained elsewhere, scored here:"
     scores = {}

@@ -91,6 +91,7 @@ def from_bundle(args):
 
     from emoslm.config import load_config
     from emoslm.personalization import speech_lm
+    from emoslm.personalization.inference import bundle_meta
 
     bundle = Path(args.bundle)
     for need in ("speech_lm", "encoder", "config.yaml"):
@@ -99,7 +100,7 @@ def from_bundle(args):
     cfg = load_config(speech_lm.SpeechLMConfig, bundle / "config.yaml")
     summary_path = bundle / "train_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    made = json.loads((bundle / "bundle.json").read_text()).get("made_by") if (bundle / "bundle.json").is_file() else None
+    made = bundle_meta(bundle).get("made_by")
     origin = f"the bundle `{bundle}`, not trained here" + (f" (made by `{made}`)" if made else "")
     return cfg, summary, origin
 

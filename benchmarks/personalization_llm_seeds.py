@@ -26,7 +26,6 @@ import argparse
 import sys
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_title_option, heading  # noqa: E402
 from personalization_seeds import (  # noqa: E402

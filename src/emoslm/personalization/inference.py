@@ -58,6 +58,8 @@ _ARRAY_LIMITS = AudioLimits(min_duration=0.0, max_duration=float("inf"), silence
 
 #: The bundle file of the temperature (``emoslm calibrate``; the demo writes it from its dev-split fit).
 CALIBRATION_FILE = "calibration.json"
+#: what save_bundle records about a bundle (format, made_by, corpus, ...)
+BUNDLE_META = "bundle.json"
 
 #: ``--bundle auto``: paper 000's shipped pretrained-LLM model when it can load here, else the demo's bundle
 AUTO_BUNDLE = "auto"
@@ -201,8 +203,14 @@ def save_bundle(path: str | Path, encoder_dir: str | Path, model: SpeechICLModel
     shutil.copytree(encoder_dir, path / "encoder")
     model.save_pretrained(path / "speech_lm")
     (path / CALIBRATION_FILE).unlink(missing_ok=True)  # a temperature belongs to the model it was fitted for
-    (path / "bundle.json").write_text(json.dumps({"format": 1, **(meta or {})}, indent=2))
+    (path / BUNDLE_META).write_text(json.dumps({"format": 1, **(meta or {})}, indent=2))
     return path
+
+
+def bundle_meta(bundle: str | Path) -> dict:
+    """What :func:`save_bundle` recorded about a bundle (``made_by``, ``corpus``, ...); {} when it has no record."""
+    path = Path(bundle) / BUNDLE_META
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 class EmotionRecognizer:
