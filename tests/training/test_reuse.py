@@ -89,6 +89,27 @@ def test_unfinished_run_of_the_same_settings_is_resumed_not_cleared(tmp_path):
     assert not check.reuse and (Path(cfg.out_dir) / "checkpoints" / "last").is_dir()
 
 
+def test_a_new_time_budget_continues_a_run_that_ran_out_of_time_and_reuses_one_that_did_not(tmp_path):
+    # a long CPU run resumed with a larger --minutes must keep its checkpoints (once, they were removed)
+    cfg = _Cfg(out_dir=str(tmp_path / "run"), train=TrainArgs(max_steps=10, max_minutes=85.0))
+    out = Path(cfg.out_dir)
+    _finish(cfg)
+    summary = json.loads((out / "train_summary.json").read_text())
+    (out / "train_summary.json").write_text(json.dumps({**summary, "stopped_early": True}))
+    longer = replace(cfg, train=replace(cfg.train, max_minutes=120.0))
+    check = check_run(cfg.out_dir, longer)
+    assert not check.reuse and "stopped on its time budget" in check.reason
+    assert (out / "checkpoints" / "best" / "model" / "model.safetensors").is_file()
+    assert not (out / "train_summary.json").exists()  # a killed continuation is not taken for a finished run
+
+    _finish(longer)  # this time it ran all its steps: another budget changes nothing
+    check = check_run(cfg.out_dir, replace(cfg, train=replace(cfg.train, max_minutes=None)))
+    assert check.reuse and "ran all its steps" in check.reason
+    # the budget with another result key is another run
+    assert not check_run(cfg.out_dir, replace(longer, corpus="data/y")).reuse
+    assert not (out / "checkpoints").exists()
+
+
 def test_a_run_without_recorded_settings_is_trained_again(tmp_path):
     cfg = _Cfg(out_dir=str(tmp_path / "run"))
     _finish(cfg)
@@ -184,7 +205,14 @@ def test_echat_stages_reused_only_with_the_same_settings(tmp_path, monkeypatch, 
     fake_recipe.calls.clear()
     summaries = pipeline.train_stages(run)
     assert fake_recipe.calls == [] and summaries[2]["reused"] and summaries[2]["steps"] == 4
-    pipeline.train_stages(replace(run, minutes=3.0))  # the time cap changes where a stage stops
+    pipeline.train_stages(replace(run, minutes=3.0))  # stages that ran all their steps: a time cap changes nothing
+    assert fake_recipe.calls == []
+    stage2 = tmp_path / "runs" / "stage2" / "train_summary.json"
+    stage2.write_text(json.dumps({**json.loads(stage2.read_text()), "stopped_early": True}))
+    pipeline.train_stages(replace(run, minutes=3.0))  # one that stopped on its cap goes on under the new one
+    assert fake_recipe.calls == ["stage2"]
+    fake_recipe.calls.clear()
+    pipeline.train_stages(replace(run, steps=5))  # the schedule's length is a result key
     assert fake_recipe.calls == ["stage1", "stage2"]
 
     # the same settings on rebuilt data (other splits, other responses): both stages are trained again

@@ -11,7 +11,10 @@ starts from (``init_from``, a pretrained encoder), the command that started the 
   that the trainer does not resume it) and train; one log line says which keys differ;
 - otherwise (nothing there, or an unfinished run of the same settings, which the trainer resumes): train.
 
-Keys that cannot change what a run produces are ignored in the comparison: :data:`NON_RESULT_KEYS`.
+Keys that cannot change what a run produces are ignored in the comparison: :data:`NON_RESULT_KEYS`. A time
+budget (:data:`BUDGET_KEYS`) only says where a run stops: a run that differs from the new settings in it alone is
+reused when it ran all its steps, and continued from its last checkpoint when it stopped on its budget, never
+removed (a long CPU run is resumed with a larger ``--minutes``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ SUMMARY_FILE = "train_summary.json"
 #: bars and logging, torch threads, how often the resume checkpoint is written, and where things are written
 #: (the run folder, an encoder-output cache). Settings that differ only in these are the same settings.
 NON_RESULT_KEYS = frozenset({"progress", "threads", "log_every", "save_every", "out_dir", "cache_dir"})
+
+#: config keys that bound how long a run trains without changing what one step does (the schedule depends on
+#: ``max_steps``, which is therefore a result key)
+BUDGET_KEYS = frozenset({"max_minutes"})
 
 #: what :func:`clear_run` removes: the trainer's checkpoints and summary, and the recorded settings
 RUN_FILES = ("checkpoints", SUMMARY_FILE, SETTINGS_FILE, "config.yaml")
@@ -214,6 +221,8 @@ def check_run(out_dir: str | Path, cfg: Any, what: str | None = None) -> RunChec
         why = f"{name}: {out} has a run without recorded settings (settings.json or config.yaml); training it again"
     else:
         diff = settings_diff(rec["settings"], new, defaults=default_settings(cfg))
+        if diff and all(k.rsplit(".", 1)[-1] in BUDGET_KEYS for k in diff):
+            return _continue_on_budget(out, name, rec, diff)
         if not diff:
             if is_finished(out):
                 log.info("%s: %s was trained with the same settings; reused", name, out)
@@ -228,6 +237,26 @@ def check_run(out_dir: str | Path, cfg: Any, what: str | None = None) -> RunChec
                               "would be replaced; copy that checkpoint elsewhere or write this run to another folder")
     log.warning(why)
     clear_run(out)
+    return RunCheck(False, why)
+
+
+def _continue_on_budget(out: Path, name: str, rec: dict[str, Any], diff: dict[str, tuple[Any, Any]]) -> RunCheck:
+    """A run whose settings differ only in its time budget: reused when it ran all its steps, else continued."""
+    summary = None
+    if is_finished(out):
+        try:
+            summary = json.loads((out / SUMMARY_FILE).read_text())
+        except (OSError, ValueError):
+            summary = None
+    if summary is not None and not summary.get("stopped_early"):
+        why = f"{name}: {out} ran all its steps ({describe_diff(diff)} changes no result); reused"
+        log.info(why)
+        return RunCheck(True, why, rec)
+    # the trainer resumes from checkpoints/last, with the dev history kept in its state; the old summary goes, so
+    # that a continuation killed before it ends is not taken for a finished run
+    (out / SUMMARY_FILE).unlink(missing_ok=True)
+    why = f"{name}: continuing the run in {out}, which stopped on its time budget ({describe_diff(diff)})"
+    log.warning(why)
     return RunCheck(False, why)
 
 
