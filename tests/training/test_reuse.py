@@ -101,6 +101,8 @@ def test_a_new_time_budget_continues_a_run_that_ran_out_of_time_and_reuses_one_t
     assert not check.reuse and "stopped on its time budget" in check.reason
     assert (out / "checkpoints" / "best" / "model" / "model.safetensors").is_file()
     assert not (out / "train_summary.json").exists()  # a killed continuation is not taken for a finished run
+    check = check_run(cfg.out_dir, replace(cfg, train=replace(cfg.train, max_minutes=150.0)))  # and it was killed
+    assert not check.reuse and "did not finish" in check.reason and (out / "checkpoints").is_dir()
 
     _finish(longer)  # this time it ran all its steps: another budget changes nothing
     check = check_run(cfg.out_dir, replace(cfg, train=replace(cfg.train, max_minutes=None)))

@@ -254,8 +254,9 @@ def _continue_on_budget(out: Path, name: str, rec: dict[str, Any], diff: dict[st
         return RunCheck(True, why, rec)
     # the trainer resumes from checkpoints/last, with the dev history kept in its state; the old summary goes, so
     # that a continuation killed before it ends is not taken for a finished run
+    how = "stopped on its time budget" if summary is not None else "did not finish"
     (out / SUMMARY_FILE).unlink(missing_ok=True)
-    why = f"{name}: continuing the run in {out}, which stopped on its time budget ({describe_diff(diff)})"
+    why = f"{name}: continuing the run in {out}, which {how}, under a new one ({describe_diff(diff)})"
     log.warning(why)
     return RunCheck(False, why)
 
