@@ -189,6 +189,28 @@ def test_stage2_batches_split_between_the_adapters(corpus, conversations, tmp_pa
         assert all(abs(x - 1 / 3) < 0.05 for x in shares), shares
 
 
+def test_err_odds_of_the_other_slot_and_the_share_of_each_adapter_are_settings(corpus, conversations, tmp_path):
+    rng = np.random.default_rng(0)
+    assert {recipe.err_sources("p", rng, {"speech": 0, "text": 0, "none": 1})[1] for _ in range(200)} == {"none"}
+    draws = [recipe.err_sources("l", rng, {"speech": 0, "text": 1, "none": 3})[0] for _ in range(8000)]
+    assert "speech" not in draws and abs(draws.count("none") / len(draws) - 0.75) < 0.03
+    # the paralinguistic adapter alone, on questions whose only speech input is the P-Embs (Table I's P-Embs)
+    r = _recipe(corpus, conversations, tmp_path, 2, err_p_share=1.0,
+                err_other_sources={"speech": 0.0, "text": 0.0, "none": 1.0})
+    for batch in (r.batch_fn(step, rng) for step in range(20)):
+        assert all(e.train_p and not e.train_l and e.task in recipe.ATTRIBUTE_TASKS and e.p_source == "speech"
+                   and e.l_source == "none" for e in batch)
+    assert all(e.train_p and e.l_source == "none" for e in r.dev_set)
+    # a quarter of each batch trains the paralinguistic adapter; the dev set interleaves the two kinds
+    r = _recipe(corpus, conversations, tmp_path, 2, err_p_share=0.25)
+    assert [e.train_p for e in r.batch_fn(0, rng)] == [True] + [False] * 5  # floor(6 / 4) of a batch of 6
+    assert [e.train_p for e in r.dev_set] == [True, False, False, False, True, False]
+    for bad in ({"err_p_share": 1.5}, {"err_other_sources": {"speech": 0.0, "text": 0.0, "none": 0.0}},
+                {"err_other_sources": {"caption": 1.0}}, {"err_other_sources": {"none": -1.0}}):
+        with pytest.raises(ValueError, match="err_"):
+            _recipe(corpus, conversations, tmp_path, 2, **bad)
+
+
 def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in module.named_parameters()}
 

@@ -8,6 +8,10 @@
   adapter), from text (the speaking-style caption) or left empty; a paralinguistic example (an attribute
   question) trains the paralinguistic adapter, with the linguistic slot from speech, the transcript, or empty
   (:func:`err_sources`). Half the examples of a batch are of each kind, so both adapters learn every step.
+  Both proportions are settings: ``err_p_share`` (the share of examples that train the paralinguistic
+  adapter) and ``err_other_sources`` (the odds of speech, text and none for the other slot). With
+  ``err_p_share: 1`` and ``err_other_sources: {none: 1}`` stage 2 trains the paralinguistic adapter alone on
+  attribute questions with the P-Embs as the only speech input, what Table I's P-Embs column asks of it.
 - ``stage: 3`` holistic fine-tuning: dual-information examples (a conversation's context turns as text and
   the spoken user turn; the target is the frozen LLM's reply to the true text and caption) mixed with a
   ``1 - dual_share`` portion of single-information examples; both adapters learn, both slots from speech.
@@ -23,6 +27,7 @@ teacher-forced loss on a fixed dev set of the stage's own mixture) is kept.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -94,10 +99,15 @@ def conversation_example(row: dict[str, Any], frames: np.ndarray, p_source: str 
                    True, True, "conversation")
 
 
-def err_sources(side: str, rng: np.random.Generator) -> tuple[str, str]:
+def err_sources(side: str, rng: np.random.Generator,
+                odds: dict[str, float] | None = None) -> tuple[str, str]:
     """ERR's (p_source, l_source) for an example training the ``side`` adapter ("p" or "l"): the other slot
-    is speech, text or none with equal probability; the trained slot is always speech."""
-    other = SOURCES[int(rng.integers(len(SOURCES)))]
+    is speech, text or none with ``odds`` (default: equal); the trained slot is always speech."""
+    weights = np.array([float((odds or {}).get(src, 0.0)) for src in SOURCES])
+    if odds is None or (weights[0] > 0 and np.all(weights == weights[0])):  # equal odds: the draw it always was
+        other = SOURCES[int(rng.integers(len(SOURCES)))]
+    else:
+        other = SOURCES[int(rng.choice(len(SOURCES), p=weights / weights.sum()))]
     if side == "l":
         return other, "speech"
     if side == "p":
@@ -122,6 +132,10 @@ class DualInfoRecipeConfig:
     tasks: list[str] = field(default_factory=lambda: list(ATTRIBUTE_TASKS))
     asr_share: float = 0.4  # stages 1 and 3: the share of ASR among single-information examples
     dual_share: float = 0.6  # stage 3: the share of conversation examples
+    # stage 2: the share of examples that train the paralinguistic adapter (the rest train the linguistic one)
+    err_p_share: float = 0.5
+    # stage 2: odds of each source (speech, text, none) for the slot of the adapter not trained
+    err_other_sources: dict = field(default_factory=lambda: {"speech": 1.0, "text": 1.0, "none": 1.0})
     max_train_utterances: int | None = None
     dev_examples: int = 48
     batch_size: int = 8
@@ -143,6 +157,11 @@ class DualInfoRecipe:
             log.warning("stage %d without init_from: the adapters start untrained", cfg.stage)
         if cfg.stage == 3 and not cfg.conversations:
             raise ValueError("stage 3 needs conversations (build them with: emoslm synth conversations)")
+        if not 0.0 <= cfg.err_p_share <= 1.0:
+            raise ValueError(f"err_p_share must be in [0, 1], got {cfg.err_p_share}")
+        odds = cfg.err_other_sources
+        if set(odds) - set(SOURCES) or any(float(v) < 0 for v in odds.values()) or not sum(map(float, odds.values())):
+            raise ValueError(f"err_other_sources: non-negative odds of {', '.join(SOURCES)}, not all zero; got {odds}")
         self.cfg = cfg
 
     def setup(self) -> None:
@@ -173,9 +192,18 @@ class DualInfoRecipe:
         if cfg.stage == 3 and not self.conv["train"]:
             raise ValueError(f"{cfg.conversations} has no training conversations")
         rng = np.random.default_rng(cfg.train.seed + 1)
-        sides = ["p", "l"] if cfg.stage == 2 else [None]
-        self.dev_set = [self.draw(self.dev_utts, self.conv["dev"], rng, sides[i % len(sides)])
-                        for i in range(cfg.dev_examples)] if self.dev_utts else []
+        sides = self.stage2_sides(cfg.dev_examples) if cfg.stage == 2 else [None] * cfg.dev_examples
+        self.dev_set = ([self.draw(self.dev_utts, self.conv["dev"], rng, side) for side in sides]
+                        if self.dev_utts else [])
+
+    def stage2_sides(self, n: int, interleaved: bool = True) -> list[str]:
+        """Which adapter each of ``n`` stage-2 examples trains, ``err_p_share`` of them the paralinguistic one:
+        interleaved (p, l, p, l at a half share, as the dev set always was) or the p's first (as batches were)."""
+        share = self.cfg.err_p_share
+        if interleaved:
+            return ["p" if math.ceil((i + 1) * share - 1e-9) > math.ceil(i * share - 1e-9) else "l" for i in range(n)]
+        n_p = int(math.floor(n * share + 1e-9))
+        return ["p"] * n_p + ["l"] * (n - n_p)
 
     # one example of this stage's mixture
     def draw(self, utts: Sequence[Utterance], convs: Sequence[dict], rng: np.random.Generator,
@@ -189,7 +217,7 @@ class DualInfoRecipe:
         frames = self.feats[u.id]
         if cfg.stage == 2:
             side = side or ("l" if rng.random() < 0.5 else "p")
-            p_src, l_src = err_sources(side, rng)
+            p_src, l_src = err_sources(side, rng, cfg.err_other_sources)
             if side == "l":
                 return asr_example(u, frames, rng, p_src, l_src, train_p=False, train_l=True)
             task = cfg.tasks[int(rng.integers(len(cfg.tasks)))]
@@ -200,8 +228,9 @@ class DualInfoRecipe:
 
     def batch_fn(self, step: int, rng: np.random.Generator) -> list[Example]:
         n = self.cfg.batch_size
-        # stage 2: half the batch trains each adapter, so both learn every step (and DDP sees every gradient)
-        sides = ["p"] * (n // 2) + ["l"] * (n - n // 2) if self.cfg.stage == 2 else [None] * n
+        # stage 2: a fixed share of the batch trains each adapter, so both learn every step (and DDP sees every
+        # gradient)
+        sides = self.stage2_sides(n, interleaved=False) if self.cfg.stage == 2 else [None] * n
         return [self.draw(self.train_utts, self.conv["train"], rng, side) for side in sides]
 
     def loss_fn(self, model: DualInfoSLM, batch: list[Example]):

@@ -1,0 +1,192 @@
+"""Paper 002: can each adapter alone carry its own information to the frozen LLM (Table I's P-Embs, Table III's
+L-Embs)?
+
+Stage 2 of the recipe (ERR) with the adapters untrained at the start. By default ``err_p_share=1`` and
+``err_other_sources={none: 1}``: every example is an attribute question whose only speech input is the P-Embs
+(the linguistic slot left empty), so the paralinguistic adapter learns exactly what Table I's P-Embs column asks
+of it. In the joint stage 1 the attribute questions always have the L-Embs too, and the frozen LLM answers from
+those; ERR's default mixture asks for P-Embs alone in one example of six. ``--p-share 0.5 --other none=2,speech=1``
+trains both adapters, each on its own task, the other slot empty in two examples of three and from speech in
+the third (so both slots from speech, P&L, is trained too). Frozen Whisper tiny.en and SmolLM2-135M as in the
+recipe.
+
+For each training seed: the stage (reused when its recorded settings are the ones about to run), then the WA of
+the greedy answers with the P-Embs alone (and with P&L when the linguistic adapter is trained) on
+``--utterances`` utterances of ``--split`` (spread over its speakers, the same for every seed), against the
+majority class of the training split; when the linguistic adapter is trained, also the WER with the L-Embs alone
+and with P&L (Table III). Appends to ``benchmarks/results/dual_info_p_only.md``.
+
+    .venv/bin/python benchmarks/dual_info_p_only.py --seeds 0,1 --steps 400 --split dev
+    .venv/bin/python benchmarks/dual_info_p_only.py --seeds 0,1 --steps 400 --split test   # the stages reused
+    .venv/bin/python benchmarks/dual_info_p_only.py --runs runs/dual_info_err --p-share 0.5 \\
+        --other none=2,speech=1 --steps 800 --split dev
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import add_title_option, command_line, heading, write_result
+
+TITLE = "Dual-information speech LM (paper 002): the paralinguistic adapter trained on P-Embs-only questions"
+
+
+SOURCES = ("speech", "text", "none")
+
+
+def parse_odds(text: str) -> dict[str, float]:
+    """``none=2,speech=1`` -> ``{"speech": 1.0, "text": 0.0, "none": 2.0}`` (every source named, for the override)."""
+    odds = {src: 0.0 for src in SOURCES}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        if key.strip() not in odds:
+            raise SystemExit(f"--other: unknown source {key.strip()!r} (known: {', '.join(SOURCES)})")
+        try:
+            odds[key.strip()] = float(value)
+        except ValueError:
+            raise SystemExit(f"--other: {part!r} is not SOURCE=ODDS") from None
+    if sum(odds.values()) <= 0 or min(odds.values()) < 0:
+        raise SystemExit(f"--other: non-negative odds, not all zero; got {text!r}")
+    return odds
+
+
+def train_seed(a: argparse.Namespace, seed: int) -> tuple[Path, dict]:
+    from emoslm.config import load_config
+    from emoslm.dual_info import recipe
+    from emoslm.training.reuse import check_run
+
+    out = Path(a.runs) / f"seed{seed}"
+    odds = [f"err_other_sources.{src}={v:g}" for src, v in parse_odds(a.other).items()]
+    overrides = [f"out_dir={out}", "init_from=null", f"err_p_share={a.p_share:.1f}", *odds,
+                 f"tasks=[{a.tasks}]", f"train.max_steps={a.steps}", f"train.max_minutes={a.minutes}",
+                 f"train.seed={seed}", f"threads={a.threads}", f"train.eval_every={max(1, a.steps // 4)}",
+                 f"train.save_every={max(1, a.steps // 4)}", f"train.warmup_steps={max(1, a.steps // 10)}",
+                 f"train.lr={a.lr:g}", *a.extra]
+    cfg = load_config(recipe.DualInfoRecipeConfig, "dual_info_stage2", overrides)
+    check = check_run(out, cfg, f"seed {seed}")
+    summary = check.summary(out) if check.reuse else {**recipe.run(cfg), "reused": False}
+    return recipe.best_checkpoint(out), summary
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", default="runs/dual_info_p_only")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--minutes", type=float, default=60.0, help="time cap of each seed's training")
+    p.add_argument("--lr", type=float, default=0.001)
+    p.add_argument("--tasks", default="gender,tempo,emotion")
+    p.add_argument("--p-share", type=float, default=1.0,
+                   help="err_p_share: the share of examples that train the paralinguistic adapter (the rest: ASR)")
+    p.add_argument("--other", default="none=1",
+                   help="err_other_sources: odds of the other slot's source, e.g. none=2,speech=1")
+    p.add_argument("--split", default="dev", choices=["dev", "test"])
+    p.add_argument("--utterances", type=int, default=60)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="recipe override (DualInfoRecipeConfig)")
+    add_title_option(p)
+    a = p.parse_args()
+    if not 0.0 < a.p_share <= 1.0:
+        raise SystemExit(f"--p-share must be in (0, 1]: the paralinguistic adapter is what is scored; got {a.p_share}")
+    odds = parse_odds(a.other)
+
+    import numpy as np
+    import torch
+
+    from emoslm.data.utterances import load_utterances
+    from emoslm.dual_info import evaluation as ev
+    from emoslm.dual_info.model import DualInfoSLM
+    from emoslm.dual_info.pipeline import _test_subset
+    from emoslm.dual_info.recipe import utterance_features
+    from emoslm.models.frozen_speech import FeatureCache, build_frozen_encoder
+    from emoslm.reporting import TableData, md_table
+
+    tasks = a.tasks.split(",")
+    seeds = [int(s) for s in a.seeds.split(",")]
+    with_asr = a.p_share < 1.0  # the linguistic adapter is trained: Table III too, and P&L in Table I
+    t0 = time.perf_counter()
+    trained = {s: train_seed(a, s) for s in seeds}
+    torch.set_num_threads(a.threads)
+    data, features = "data/synth_demo", "data/features"
+    utts = _test_subset(load_utterances(data, a.split), a.utterances, 0)
+    feats = utterance_features(FeatureCache(features, build_frozen_encoder({"kind": "whisper", "model": "tiny.en"})),
+                               utts)
+    majority = ev.majority_baseline(load_utterances(data, "train"), utts, tasks)
+    conditions = ("P-Embs", "P&L-Embs") if with_asr else ("P-Embs",)
+    wa: dict[str, dict[int, dict[str, float]]] = {c: {} for c in conditions}
+    asr: dict[int, dict[str, dict]] = {}
+    for s, (ckpt, _) in trained.items():
+        model = DualInfoSLM.from_pretrained(ckpt)
+        res = ev.attribute_accuracy(model, utts, feats, tasks, conditions=conditions, seed=0)
+        for c in conditions:
+            wa[c][s] = {t: 100 * res[c][t]["wa"] for t in tasks}
+        if with_asr:
+            asr[s] = ev.asr_error_rates(model, utts, feats, conditions=("L-Embs", "P&L-Embs"), seed=0)
+        del model
+
+    tables = []
+    for c in conditions:
+        rows = [[f"seed {s}", *(f"{wa[c][s][t]:.1f}" for t in tasks)] for s in seeds]
+        means = {t: float(np.mean([wa[c][s][t] for s in seeds])) for t in tasks}
+        rows.append([f"mean of {len(seeds)} seeds", *(f"{means[t]:.1f}" for t in tasks)])
+        rows.append(["majority class (train)", *(f"{100 * majority[t]:.1f}" for t in tasks)])
+        rows.append(["mean - majority (pt)", *(f"{means[t] - 100 * majority[t]:+.1f}" for t in tasks)])
+        if c == "P-Embs":
+            met_p = all(means[t] - 100 * majority[t] >= 15 for t in tasks)
+        only = " only" if c != "P&L-Embs" else ""
+        tables.append(md_table(TableData(f"Table I, {c}{only}: WA (%)", ["", *tasks], rows)))
+    verdicts = [f"P-Embs only at least 15 pt above the majority class on every one of {', '.join(tasks)}: "
+                f"{'met' if met_p else 'not met'}"]
+    if with_asr:
+        rows = []
+        for s in seeds:
+            lw, pw = asr[s]["L-Embs"]["wer"], asr[s]["P&L-Embs"]["wer"]
+            rows.append([f"seed {s}", f"{lw:.1f}", f"{pw:.1f}", f"{asr[s]['L-Embs']['cer']:.1f}",
+                         f"{asr[s]['P&L-Embs']['cer']:.1f}", f"{lw / pw:.2f}" if pw else "-"])
+        mean_l = float(np.mean([asr[s]["L-Embs"]["wer"] for s in seeds]))
+        mean_pl = float(np.mean([asr[s]["P&L-Embs"]["wer"] for s in seeds]))
+        rows.append([f"mean of {len(seeds)} seeds", f"{mean_l:.1f}", f"{mean_pl:.1f}",
+                     f"{np.mean([asr[s]['L-Embs']['cer'] for s in seeds]):.1f}",
+                     f"{np.mean([asr[s]['P&L-Embs']['cer'] for s in seeds]):.1f}",
+                     f"{mean_l / mean_pl:.2f}" if mean_pl else "-"])
+        tables.append(md_table(TableData("Table III: ASR (%)", ["", "WER L-Embs only", "WER P&L-Embs",
+                                                                "CER L-Embs only", "CER P&L-Embs",
+                                                                "WER ratio L-only / P&L"], rows)))
+        met_l = bool(mean_pl) and mean_l <= 1.5 * mean_pl
+        verdicts.append(f"the mean L-Embs-only WER at most 1.5x the mean P&L-Embs WER: {'met' if met_l else 'not met'}")
+
+    def best_step(summ: dict) -> str:
+        hist = [h for h in summ.get("history") or [] if "score" in h]
+        return str(max(hist, key=lambda h: h["score"])["step"]) if hist else "?"
+
+    lines = [f"- seed {s}: {summ.get('steps')} steps in {summ.get('seconds')} s, best step by dev loss "
+             f"{best_step(summ)}" + (f"; reused from `{a.runs}/seed{s}` (same settings), trained by "
+                                     f"`{summ.get('trained_by')}`" if summ.get("reused") else "")
+             for s, (_, summ) in trained.items()]
+    named = ", ".join(f"{src}: {v:g}" for src, v in odds.items() if v)
+    mixture = (f"a share {a.p_share:g} of each batch trains the paralinguistic adapter on attribute questions, the "
+               f"rest the linguistic one on ASR" if with_asr else "every step 8 attribute questions")
+    text = "\n\n".join([
+        heading(TITLE, a.title),
+        f"Stage 2 with `err_p_share={a.p_share:g}`, `err_other_sources={{{named}}}`, tasks {', '.join(tasks)}: "
+        f"{mixture}, the other slot's source drawn with those odds; adapters untrained at the start; {a.steps} "
+        f"steps of batch 8, lr {a.lr:g}, {a.threads} thread{'s' if a.threads > 1 else ''}"
+        + (f", overrides {' '.join(a.extra)}" if a.extra else "")
+        + f". Scored on {len(utts)} {a.split} utterances of {len({u.speaker for u in utts})} speakers; whole "
+        f"command {time.perf_counter() - t0:.0f} s.",
+        "\n".join(lines),
+        *tables,
+        f"*Greedy answers parsed back to a label; unparsable answers count as wrong. Targets (issue 15): "
+        f"{'; '.join(verdicts)}.*"])
+    print(text)
+    write_result(Path(__file__).resolve().parent / "results" / "dual_info_p_only.md", text, command_line())
+
+
+if __name__ == "__main__":
+    main()
