@@ -62,7 +62,7 @@ def train_seed(a: argparse.Namespace, seed: int) -> tuple[Path, dict]:
 
     out = Path(a.runs) / f"seed{seed}"
     odds = [f"err_other_sources.{src}={v:g}" for src, v in parse_odds(a.other).items()]
-    overrides = [f"out_dir={out}", "init_from=null", f"err_p_share={a.p_share:.1f}", *odds,
+    overrides = [f"out_dir={out}", "init_from=null", f"err_p_share={a.p_share!r}", *odds,
                  f"tasks=[{a.tasks}]", f"train.max_steps={a.steps}", f"train.max_minutes={a.minutes}",
                  f"train.seed={seed}", f"threads={a.threads}", f"train.eval_every={max(1, a.steps // 4)}",
                  f"train.save_every={max(1, a.steps // 4)}", f"train.warmup_steps={max(1, a.steps // 10)}",
