@@ -36,11 +36,10 @@ from _common import add_title_option, command_line, heading, write_result
 TITLE = "Dual-information speech LM (paper 002): the paralinguistic adapter trained on P-Embs-only questions"
 
 
-SOURCES = ("speech", "text", "none")
-
-
 def parse_odds(text: str) -> dict[str, float]:
     """``none=2,speech=1`` -> ``{"speech": 1.0, "text": 0.0, "none": 2.0}`` (every source named, for the override)."""
+    from emoslm.dual_info.model import SOURCES
+
     odds = {src: 0.0 for src in SOURCES}
     for part in filter(None, text.split(",")):
         key, _, value = part.partition("=")
@@ -55,7 +54,8 @@ def parse_odds(text: str) -> dict[str, float]:
     return odds
 
 
-def train_seed(a: argparse.Namespace, seed: int) -> tuple[Path, dict]:
+def train_seed(a: argparse.Namespace, seed: int) -> tuple[Path, dict, object]:
+    """The seed's best checkpoint, its training summary and its recipe config (the data the scoring reads)."""
     from emoslm.config import load_config
     from emoslm.dual_info import recipe
     from emoslm.training.reuse import check_run
@@ -70,7 +70,7 @@ def train_seed(a: argparse.Namespace, seed: int) -> tuple[Path, dict]:
     cfg = load_config(recipe.DualInfoRecipeConfig, "dual_info_stage2", overrides)
     check = check_run(out, cfg, f"seed {seed}")
     summary = check.summary(out) if check.reuse else {**recipe.run(cfg), "reused": False}
-    return recipe.best_checkpoint(out), summary
+    return recipe.best_checkpoint(out), summary, cfg
 
 
 def main() -> None:
@@ -113,15 +113,14 @@ def main() -> None:
     t0 = time.perf_counter()
     trained = {s: train_seed(a, s) for s in seeds}
     torch.set_num_threads(a.threads)
-    data, features = "data/synth_demo", "data/features"
-    utts = _test_subset(load_utterances(data, a.split), a.utterances, 0)
-    feats = utterance_features(FeatureCache(features, build_frozen_encoder({"kind": "whisper", "model": "tiny.en"})),
-                               utts)
-    majority = ev.majority_baseline(load_utterances(data, "train"), utts, tasks)
+    cfg = trained[seeds[0]][2]  # every seed's config differs only in its seed and out_dir
+    utts = _test_subset(load_utterances(cfg.data, a.split), a.utterances, 0)
+    feats = utterance_features(FeatureCache(cfg.features, build_frozen_encoder(cfg.encoder)), utts)
+    majority = ev.majority_baseline(load_utterances(cfg.data, "train"), utts, tasks)
     conditions = ("P-Embs", "P&L-Embs") if with_asr else ("P-Embs",)
     wa: dict[str, dict[int, dict[str, float]]] = {c: {} for c in conditions}
     asr: dict[int, dict[str, dict]] = {}
-    for s, (ckpt, _) in trained.items():
+    for s, (ckpt, _, _) in trained.items():
         model = DualInfoSLM.from_pretrained(ckpt)
         res = ev.attribute_accuracy(model, utts, feats, tasks, conditions=conditions, seed=0)
         for c in conditions:
@@ -168,15 +167,15 @@ def main() -> None:
     lines = [f"- seed {s}: {summ.get('steps')} steps in {summ.get('seconds')} s, best step by dev loss "
              f"{best_step(summ)}" + (f"; reused from `{a.runs}/seed{s}` (same settings), trained by "
                                      f"`{summ.get('trained_by')}`" if summ.get("reused") else "")
-             for s, (_, summ) in trained.items()]
+             for s, (_, summ, _) in trained.items()]
     named = ", ".join(f"{src}: {v:g}" for src, v in odds.items() if v)
     mixture = (f"a share {a.p_share:g} of each batch trains the paralinguistic adapter on attribute questions, the "
-               f"rest the linguistic one on ASR" if with_asr else "every step 8 attribute questions")
+               f"rest the linguistic one on ASR" if with_asr else f"every step {cfg.batch_size} attribute questions")
     text = "\n\n".join([
         heading(TITLE, a.title),
         f"Stage 2 with `err_p_share={a.p_share:g}`, `err_other_sources={{{named}}}`, tasks {', '.join(tasks)}: "
         f"{mixture}, the other slot's source drawn with those odds; adapters untrained at the start; {a.steps} "
-        f"steps of batch 8, lr {a.lr:g}, {a.threads} thread{'s' if a.threads > 1 else ''}"
+        f"steps of batch {cfg.batch_size}, lr {a.lr:g}, {a.threads} thread{'s' if a.threads > 1 else ''}"
         + (f", overrides {' '.join(a.extra)}" if a.extra else "")
         + f". Scored on {len(utts)} {a.split} utterances of {len({u.speaker for u in utts})} speakers; whole "
         f"command {time.perf_counter() - t0:.0f} s.",

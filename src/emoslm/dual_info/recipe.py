@@ -208,7 +208,7 @@ class DualInfoRecipe:
     # one example of this stage's mixture
     def draw(self, utts: Sequence[Utterance], convs: Sequence[dict], rng: np.random.Generator,
              side: str | None = None) -> Example:
-        """``side`` (stage 2): the adapter the example trains, "p" or "l" (drawn with equal odds when None)."""
+        """``side`` (stage 2): the adapter the example trains, "p" or "l" (drawn with ``err_p_share`` when None)."""
         cfg = self.cfg
         if cfg.stage == 3 and convs and rng.random() < cfg.dual_share:
             row = convs[int(rng.integers(len(convs)))]
@@ -216,7 +216,7 @@ class DualInfoRecipe:
         u = utts[int(rng.integers(len(utts)))]
         frames = self.feats[u.id]
         if cfg.stage == 2:
-            side = side or ("l" if rng.random() < 0.5 else "p")
+            side = side or ("l" if rng.random() < 1.0 - cfg.err_p_share else "p")
             p_src, l_src = err_sources(side, rng, cfg.err_other_sources)
             if side == "l":
                 return asr_example(u, frames, rng, p_src, l_src, train_p=False, train_l=True)
