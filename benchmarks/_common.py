@@ -92,3 +92,14 @@ def write_result(path: str | Path, table: str, command: str) -> Path:
     path.write_text(f"{before}{table.rstrip()}\n\n---\nCommand: `{command}`  \nDate: {stamp}  \n"
                     f"Machine: {machine_line()}\n")
     return path
+
+
+def init_origin(checkpoint: str) -> str:
+    """What trained a checkpoint (``<run>/checkpoints/best/model``), from its run folder's record."""
+    from emoslm.training.reuse import read_record
+
+    run = Path(checkpoint).parents[2] if len(Path(checkpoint).parents) > 2 else Path(checkpoint)
+    rec = read_record(run)
+    if rec is None or not rec.get("command"):
+        return " (its run folder records no command)"
+    return f" (trained by `{rec['command']}` at {rec.get('started')})"

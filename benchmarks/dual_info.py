@@ -22,20 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import add_title_option, command_line, heading, write_result
+from _common import add_title_option, command_line, heading, init_origin, write_result
 
 TITLE = "Dual-information speech LM (paper 002)"
-
-
-def init_origin(checkpoint: str) -> str:
-    """What trained a checkpoint (``<run>/checkpoints/best/model``), from its run folder's record."""
-    from emoslm.training.reuse import read_record
-
-    run = Path(checkpoint).parents[2] if len(Path(checkpoint).parents) > 2 else Path(checkpoint)
-    rec = read_record(run)
-    if rec is None or not rec.get("command"):
-        return " (its run folder records no command)"
-    return f" (trained by `{rec['command']}` at {rec.get('started')})"
 
 
 def stage_lines(stages: dict, runs: str) -> str:

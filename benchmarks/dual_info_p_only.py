@@ -7,19 +7,23 @@ Stage 2 of the recipe (ERR) with the adapters untrained at the start. By default
 of it. In the joint stage 1 the attribute questions always have the L-Embs too, and the frozen LLM answers from
 those; ERR's default mixture asks for P-Embs alone in one example of six. ``--p-share 0.5 --other none=2,speech=1``
 trains both adapters, each on its own task, the other slot empty in two examples of three and from speech in
-the third (so both slots from speech, P&L, is trained too). Frozen Whisper tiny.en and SmolLM2-135M as in the
-recipe.
+the third (so both slots from speech, P&L, is trained too). ``--init-from`` starts both adapters from a trained
+stage 1 instead (the recipe's order), e.g. to train L-Embs-only ASR without losing stage 1's P&L ASR. Frozen
+Whisper tiny.en and SmolLM2-135M as in the recipe.
 
 For each training seed: the stage (reused when its recorded settings are the ones about to run), then the WA of
 the greedy answers with the P-Embs alone (and with P&L when the linguistic adapter is trained) on
 ``--utterances`` utterances of ``--split`` (spread over its speakers, the same for every seed), against the
 majority class of the training split; when the linguistic adapter is trained, also the WER with the L-Embs alone
-and with P&L (Table III). Appends to ``benchmarks/results/dual_info_p_only.md``.
+and with P&L (Table III). With ``--init-from`` the starting checkpoint is scored the same way, a row of each table.
+Appends to ``benchmarks/results/dual_info_p_only.md``.
 
     .venv/bin/python benchmarks/dual_info_p_only.py --seeds 0,1 --steps 400 --split dev
     .venv/bin/python benchmarks/dual_info_p_only.py --seeds 0,1 --steps 400 --split test   # the stages reused
     .venv/bin/python benchmarks/dual_info_p_only.py --runs runs/dual_info_err --p-share 0.5 \\
         --other none=2,speech=1 --steps 800 --split dev
+    .venv/bin/python benchmarks/dual_info_p_only.py --runs runs/dual_info_err_s1 --p-share 0.5 \\
+        --other none=2,speech=1 --init-from runs/dual_info/stage1/checkpoints/best/model --lr 5e-4 --split dev
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import add_title_option, command_line, heading, write_result
+from _common import add_title_option, command_line, heading, init_origin, write_result
 
 TITLE = "Dual-information speech LM (paper 002): the paralinguistic adapter trained on P-Embs-only questions"
 
@@ -61,8 +65,9 @@ def train_seed(a: argparse.Namespace, seed: int) -> tuple[Path, dict, object]:
     from emoslm.training.reuse import check_run
 
     out = Path(a.runs) / f"seed{seed}"
+    init = f"init_from={a.init_from}" if a.init_from else "init_from=null"
     odds = [f"err_other_sources.{src}={v:g}" for src, v in parse_odds(a.other).items()]
-    overrides = [f"out_dir={out}", "init_from=null", f"err_p_share={a.p_share!r}", *odds,
+    overrides = [f"out_dir={out}", init, f"err_p_share={a.p_share!r}", *odds,
                  f"tasks=[{a.tasks}]", f"train.max_steps={a.steps}", f"train.max_minutes={a.minutes}",
                  f"train.seed={seed}", f"threads={a.threads}", f"train.eval_every={max(1, a.steps // 4)}",
                  f"train.save_every={max(1, a.steps // 4)}", f"train.warmup_steps={max(1, a.steps // 10)}",
@@ -85,6 +90,8 @@ def main() -> None:
                    help="err_p_share: the share of examples that train the paralinguistic adapter (the rest: ASR)")
     p.add_argument("--other", default="none=1",
                    help="err_other_sources: odds of the other slot's source, e.g. none=2,speech=1")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start both adapters from this checkpoint (a stage-1 model) instead of untrained")
     p.add_argument("--split", default="dev", choices=["dev", "test"])
     p.add_argument("--utterances", type=int, default=60)
     p.add_argument("--threads", type=int, default=2)
@@ -92,6 +99,9 @@ def main() -> None:
                    help="recipe override (DualInfoRecipeConfig)")
     add_title_option(p)
     a = p.parse_args()
+    if a.init_from and not Path(a.init_from).is_dir():
+        raise SystemExit(f"--init-from: no checkpoint folder at {a.init_from} (train stage 1 first: emoslm train "
+                         "dual_info --config dual_info_stage1)")
     if not 0.0 < a.p_share <= 1.0:
         raise SystemExit(f"--p-share must be in (0, 1]: the paralinguistic adapter is what is scored; got {a.p_share}")
     odds = parse_odds(a.other)
@@ -118,9 +128,13 @@ def main() -> None:
     feats = utterance_features(FeatureCache(cfg.features, build_frozen_encoder(cfg.encoder)), utts)
     majority = ev.majority_baseline(load_utterances(cfg.data, "train"), utts, tasks)
     conditions = ("P-Embs", "P&L-Embs") if with_asr else ("P-Embs",)
-    wa: dict[str, dict[int, dict[str, float]]] = {c: {} for c in conditions}
-    asr: dict[int, dict[str, dict]] = {}
-    for s, (ckpt, _, _) in trained.items():
+    wa: dict[str, dict[int | str, dict[str, float]]] = {c: {} for c in conditions}
+    asr: dict[int | str, dict[str, dict]] = {}
+    # the starting checkpoint is scored too (key "start"), so that what stage 2 changed is in the same table
+    scored: dict[int | str, Path] = {s: ckpt for s, (ckpt, _, _) in trained.items()}
+    if a.init_from:
+        scored["start"] = Path(a.init_from)
+    for s, ckpt in scored.items():
         model = DualInfoSLM.from_pretrained(ckpt)
         res = ev.attribute_accuracy(model, utts, feats, tasks, conditions=conditions, seed=0)
         for c in conditions:
@@ -128,6 +142,7 @@ def main() -> None:
         if with_asr:
             asr[s] = ev.asr_error_rates(model, utts, feats, conditions=("L-Embs", "P&L-Embs"), seed=0)
         del model
+    start_row = "the start (`--init-from`)"
 
     tables = []
     for c in conditions:
@@ -136,6 +151,8 @@ def main() -> None:
         rows.append([f"mean of {len(seeds)} seeds", *(f"{means[t]:.1f}" for t in tasks)])
         rows.append(["majority class (train)", *(f"{100 * majority[t]:.1f}" for t in tasks)])
         rows.append(["mean - majority (pt)", *(f"{means[t] - 100 * majority[t]:+.1f}" for t in tasks)])
+        if "start" in wa[c]:
+            rows.append([start_row, *(f"{wa[c]['start'][t]:.1f}" for t in tasks)])
         if c == "P-Embs":
             met_p = all(means[t] - 100 * majority[t] >= 15 for t in tasks)
         only = " only" if c != "P&L-Embs" else ""
@@ -143,17 +160,20 @@ def main() -> None:
     verdicts = [f"P-Embs only at least 15 pt above the majority class on every one of {', '.join(tasks)}: "
                 f"{'met' if met_p else 'not met'}"]
     if with_asr:
-        rows = []
-        for s in seeds:
-            lw, pw = asr[s]["L-Embs"]["wer"], asr[s]["P&L-Embs"]["wer"]
-            rows.append([f"seed {s}", f"{lw:.1f}", f"{pw:.1f}", f"{asr[s]['L-Embs']['cer']:.1f}",
-                         f"{asr[s]['P&L-Embs']['cer']:.1f}", f"{lw / pw:.2f}" if pw else "-"])
+        def asr_row(name: str, key: int | str) -> list[str]:
+            lw, pw = asr[key]["L-Embs"]["wer"], asr[key]["P&L-Embs"]["wer"]
+            return [name, f"{lw:.1f}", f"{pw:.1f}", f"{asr[key]['L-Embs']['cer']:.1f}",
+                    f"{asr[key]['P&L-Embs']['cer']:.1f}", f"{lw / pw:.2f}" if pw else "-"]
+
+        rows = [asr_row(f"seed {s}", s) for s in seeds]
         mean_l = float(np.mean([asr[s]["L-Embs"]["wer"] for s in seeds]))
         mean_pl = float(np.mean([asr[s]["P&L-Embs"]["wer"] for s in seeds]))
         rows.append([f"mean of {len(seeds)} seeds", f"{mean_l:.1f}", f"{mean_pl:.1f}",
                      f"{np.mean([asr[s]['L-Embs']['cer'] for s in seeds]):.1f}",
                      f"{np.mean([asr[s]['P&L-Embs']['cer'] for s in seeds]):.1f}",
                      f"{mean_l / mean_pl:.2f}" if mean_pl else "-"])
+        if "start" in asr:
+            rows.append(asr_row(start_row, "start"))
         tables.append(md_table(TableData("Table III: ASR (%)", ["", "WER L-Embs only", "WER P&L-Embs",
                                                                 "CER L-Embs only", "CER P&L-Embs",
                                                                 "WER ratio L-only / P&L"], rows)))
@@ -171,10 +191,12 @@ def main() -> None:
     named = ", ".join(f"{src}: {v:g}" for src, v in odds.items() if v)
     mixture = (f"a share {a.p_share:g} of each batch trains the paralinguistic adapter on attribute questions, the "
                f"rest the linguistic one on ASR" if with_asr else f"every step {cfg.batch_size} attribute questions")
+    start = (f"adapters from `{a.init_from}`{init_origin(a.init_from)}" if a.init_from
+             else "adapters untrained at the start")
     text = "\n\n".join([
         heading(TITLE, a.title),
         f"Stage 2 with `err_p_share={a.p_share:g}`, `err_other_sources={{{named}}}`, tasks {', '.join(tasks)}: "
-        f"{mixture}, the other slot's source drawn with those odds; adapters untrained at the start; {a.steps} "
+        f"{mixture}, the other slot's source drawn with those odds; {start}; {a.steps} "
         f"steps of batch {cfg.batch_size}, lr {a.lr:g}, {a.threads} thread{'s' if a.threads > 1 else ''}"
         + (f", overrides {' '.join(a.extra)}" if a.extra else "")
         + f". Scored on {len(utts)} {a.split} utterances of {len({u.speaker for u in utts})} speakers; whole "
