@@ -8,8 +8,8 @@ of it. In the joint stage 1 the attribute questions always have the L-Embs too, 
 those; ERR's default mixture asks for P-Embs alone in one example of six. ``--p-share 0.5 --other none=2,speech=1``
 trains both adapters, each on its own task, the other slot empty in two examples of three and from speech in
 the third (so both slots from speech, P&L, is trained too). ``--init-from`` starts both adapters from a trained
-stage 1 instead (the recipe's order), e.g. to train L-Embs-only ASR without losing stage 1's P&L ASR. Frozen
-Whisper tiny.en and SmolLM2-135M as in the recipe.
+stage 1 instead (the recipe's order), e.g. to teach L-Embs-only ASR to a linguistic adapter that learned ASR
+jointly with the P-Embs. Frozen Whisper tiny.en and SmolLM2-135M as in the recipe.
 
 For each training seed: the stage (reused when its recorded settings are the ones about to run), then the WA of
 the greedy answers with the P-Embs alone (and with P&L when the linguistic adapter is trained) on
@@ -22,8 +22,9 @@ Appends to ``benchmarks/results/dual_info_p_only.md``.
     .venv/bin/python benchmarks/dual_info_p_only.py --seeds 0,1 --steps 400 --split test   # the stages reused
     .venv/bin/python benchmarks/dual_info_p_only.py --runs runs/dual_info_err --p-share 0.5 \\
         --other none=2,speech=1 --steps 800 --split dev
-    .venv/bin/python benchmarks/dual_info_p_only.py --runs runs/dual_info_err_s1 --p-share 0.5 \\
-        --other none=2,speech=1 --init-from runs/dual_info/stage1/checkpoints/best/model --lr 5e-4 --split dev
+    .venv/bin/python benchmarks/dual_info_p_only.py --runs runs/dual_info_err_s1_asr --p-share 0.25 \\
+        --other none=1,speech=1 --init-from runs/dual_info/stage1/checkpoints/best/model --lr 2e-4 --steps 200 \\
+        --split dev   # then --split test
 """
 
 from __future__ import annotations
