@@ -9,10 +9,12 @@ those; ERR's default mixture asks for P-Embs alone in one example of six. ``--p-
 trains both adapters, each on its own task, the other slot empty in two examples of three and from speech in
 the third (so both slots from speech, P&L, is trained too). ``--init-from`` starts both adapters from a trained
 stage 1 instead (the recipe's order), e.g. to teach L-Embs-only ASR to a linguistic adapter that learned ASR
-jointly with the P-Embs. Frozen Whisper tiny.en and SmolLM2-135M as in the recipe.
+jointly with the P-Embs; ``{seed}`` in its path chains stages seed by seed (each seed starts from its own
+checkpoint of an earlier run). Frozen Whisper tiny.en and SmolLM2-135M as in the recipe.
 
 For each training seed: the stage (reused when its recorded settings are the ones about to run), then the WA of
-the greedy answers with the P-Embs alone (and with P&L when the linguistic adapter is trained) on
+the greedy answers with the P-Embs alone (and with P&L when the linguistic adapter is trained, here or before
+the start) on
 ``--utterances`` utterances of ``--split`` (spread over its speakers, the same for every seed), against the
 majority class of the training split; when the linguistic adapter is trained, also the WER with the L-Embs alone
 and with P&L (Table III). With ``--init-from`` the starting checkpoint is scored the same way, a row of each table.
@@ -25,6 +27,8 @@ Appends to ``benchmarks/results/dual_info_p_only.md``.
     .venv/bin/python benchmarks/dual_info_p_only.py --runs runs/dual_info_err_s1_asr --p-share 0.25 \\
         --other none=1,speech=1 --init-from runs/dual_info/stage1/checkpoints/best/model --lr 2e-4 --steps 200 \\
         --split dev   # then --split test
+    .venv/bin/python benchmarks/dual_info_p_only.py --runs runs/dual_info_chain_p --steps 200 \\
+        --init-from 'runs/dual_info_err_s1_asr/seed{seed}/checkpoints/best/model' --split dev
 """
 
 from __future__ import annotations
@@ -59,6 +63,11 @@ def parse_odds(text: str) -> dict[str, float]:
     return odds
 
 
+def init_path(a: argparse.Namespace, seed: int) -> str | None:
+    """The checkpoint the seed starts from: ``--init-from`` with ``{seed}`` replaced (one start per seed)."""
+    return a.init_from.replace("{seed}", str(seed)) if a.init_from else None
+
+
 def train_seed(a: argparse.Namespace, seed: int) -> tuple[Path, dict, object]:
     """The seed's best checkpoint, its training summary and its recipe config (the data the scoring reads)."""
     from emoslm.config import load_config
@@ -66,7 +75,7 @@ def train_seed(a: argparse.Namespace, seed: int) -> tuple[Path, dict, object]:
     from emoslm.training.reuse import check_run
 
     out = Path(a.runs) / f"seed{seed}"
-    init = f"init_from={a.init_from}" if a.init_from else "init_from=null"
+    init = f"init_from={init_path(a, seed) or 'null'}"
     odds = [f"err_other_sources.{src}={v:g}" for src, v in parse_odds(a.other).items()]
     overrides = [f"out_dir={out}", init, f"err_p_share={a.p_share!r}", *odds,
                  f"tasks=[{a.tasks}]", f"train.max_steps={a.steps}", f"train.max_minutes={a.minutes}",
@@ -92,7 +101,8 @@ def main() -> None:
     p.add_argument("--other", default="none=1",
                    help="err_other_sources: odds of the other slot's source, e.g. none=2,speech=1")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
-                   help="start both adapters from this checkpoint (a stage-1 model) instead of untrained")
+                   help="start both adapters from this checkpoint (a stage-1 model) instead of untrained; {seed} in "
+                        "the path is replaced by each training seed (a chain of stages, one per seed)")
     p.add_argument("--split", default="dev", choices=["dev", "test"])
     p.add_argument("--utterances", type=int, default=60)
     p.add_argument("--threads", type=int, default=2)
@@ -100,9 +110,11 @@ def main() -> None:
                    help="recipe override (DualInfoRecipeConfig)")
     add_title_option(p)
     a = p.parse_args()
-    if a.init_from and not Path(a.init_from).is_dir():
-        raise SystemExit(f"--init-from: no checkpoint folder at {a.init_from} (train stage 1 first: emoslm train "
-                         "dual_info --config dual_info_stage1)")
+    seeds = [int(x) for x in a.seeds.split(",")]
+    for missing in sorted({init_path(a, x) for x in seeds} - {None}):
+        if not Path(missing).is_dir():
+            raise SystemExit(f"--init-from: no checkpoint folder at {missing} (train stage 1 first: emoslm train "
+                             "dual_info --config dual_info_stage1)")
     if not 0.0 < a.p_share <= 1.0:
         raise SystemExit(f"--p-share must be in (0, 1]: the paralinguistic adapter is what is scored; got {a.p_share}")
     odds = parse_odds(a.other)
@@ -119,8 +131,8 @@ def main() -> None:
     from emoslm.reporting import TableData, md_table
 
     tasks = a.tasks.split(",")
-    seeds = [int(s) for s in a.seeds.split(",")]
-    with_asr = a.p_share < 1.0  # the linguistic adapter is trained: Table III too, and P&L in Table I
+    # the linguistic adapter is trained here or was before the start: Table III too, and P&L in Table I
+    with_asr = a.p_share < 1.0 or bool(a.init_from)
     t0 = time.perf_counter()
     trained = {s: train_seed(a, s) for s in seeds}
     torch.set_num_threads(a.threads)
@@ -133,8 +145,13 @@ def main() -> None:
     asr: dict[int | str, dict[str, dict]] = {}
     # the starting checkpoint is scored too (key "start"), so that what stage 2 changed is in the same table
     scored: dict[int | str, Path] = {s: ckpt for s, (ckpt, _, _) in trained.items()}
-    if a.init_from:
+    starts = {s: init_path(a, s) for s in seeds}
+    if a.init_from and "{seed}" not in a.init_from:
         scored["start"] = Path(a.init_from)
+        start_rows = {"start": "the start (`--init-from`)"}
+    else:
+        scored.update({f"start{s}": Path(path) for s, path in starts.items() if path})
+        start_rows = {f"start{s}": f"the start of seed {s}" for s, path in starts.items() if path}
     for s, ckpt in scored.items():
         model = DualInfoSLM.from_pretrained(ckpt)
         res = ev.attribute_accuracy(model, utts, feats, tasks, conditions=conditions, seed=0)
@@ -143,7 +160,6 @@ def main() -> None:
         if with_asr:
             asr[s] = ev.asr_error_rates(model, utts, feats, conditions=("L-Embs", "P&L-Embs"), seed=0)
         del model
-    start_row = "the start (`--init-from`)"
 
     tables = []
     for c in conditions:
@@ -152,8 +168,7 @@ def main() -> None:
         rows.append([f"mean of {len(seeds)} seeds", *(f"{means[t]:.1f}" for t in tasks)])
         rows.append(["majority class (train)", *(f"{100 * majority[t]:.1f}" for t in tasks)])
         rows.append(["mean - majority (pt)", *(f"{means[t] - 100 * majority[t]:+.1f}" for t in tasks)])
-        if "start" in wa[c]:
-            rows.append([start_row, *(f"{wa[c]['start'][t]:.1f}" for t in tasks)])
+        rows += [[label, *(f"{wa[c][key][t]:.1f}" for t in tasks)] for key, label in start_rows.items()]
         if c == "P-Embs":
             met_p = all(means[t] - 100 * majority[t] >= 15 for t in tasks)
         only = " only" if c != "P&L-Embs" else ""
@@ -173,13 +188,15 @@ def main() -> None:
                      f"{np.mean([asr[s]['L-Embs']['cer'] for s in seeds]):.1f}",
                      f"{np.mean([asr[s]['P&L-Embs']['cer'] for s in seeds]):.1f}",
                      f"{mean_l / mean_pl:.2f}" if mean_pl else "-"])
-        if "start" in asr:
-            rows.append(asr_row(start_row, "start"))
+        rows += [asr_row(label, key) for key, label in start_rows.items()]
         tables.append(md_table(TableData("Table III: ASR (%)", ["", "WER L-Embs only", "WER P&L-Embs",
                                                                 "CER L-Embs only", "CER P&L-Embs",
                                                                 "WER ratio L-only / P&L"], rows)))
         met_l = bool(mean_pl) and mean_l <= 1.5 * mean_pl
         verdicts.append(f"the mean L-Embs-only WER at most 1.5x the mean P&L-Embs WER: {'met' if met_l else 'not met'}")
+        if start_rows:  # a ratio met because P&L ASR broke says nothing: the P&L WER beside the start's
+            start_pl = float(np.mean([asr[key]["P&L-Embs"]["wer"] for key in start_rows]))
+            verdicts.append(f"the mean P&L-Embs WER {mean_pl:.1f} against {start_pl:.1f} at the start")
 
     def best_step(summ: dict) -> str:
         hist = [h for h in summ.get("history") or [] if "score" in h]
@@ -191,9 +208,10 @@ def main() -> None:
              for s, (_, summ, _) in trained.items()]
     named = ", ".join(f"{src}: {v:g}" for src, v in odds.items() if v)
     mixture = (f"a share {a.p_share:g} of each batch trains the paralinguistic adapter on attribute questions, the "
-               f"rest the linguistic one on ASR" if with_asr else f"every step {cfg.batch_size} attribute questions")
-    start = (f"adapters from `{a.init_from}`{init_origin(a.init_from)}" if a.init_from
-             else "adapters untrained at the start")
+               f"rest the linguistic one on ASR" if a.p_share < 1.0
+               else f"every step {cfg.batch_size} attribute questions (the linguistic adapter not trained)")
+    start = ("; ".join(dict.fromkeys(f"adapters from `{path}`{init_origin(path)}" for path in starts.values()))
+             if a.init_from else "adapters untrained at the start")
     text = "\n\n".join([
         heading(TITLE, a.title),
         f"Stage 2 with `err_p_share={a.p_share:g}`, `err_other_sources={{{named}}}`, tasks {', '.join(tasks)}: "
