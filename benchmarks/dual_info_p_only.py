@@ -10,7 +10,11 @@ trains both adapters, each on its own task, the other slot empty in two examples
 the third (so both slots from speech, P&L, is trained too). ``--init-from`` starts both adapters from a trained
 stage 1 instead (the recipe's order), e.g. to teach L-Embs-only ASR to a linguistic adapter that learned ASR
 jointly with the P-Embs; ``{seed}`` in its path chains stages seed by seed (each seed starts from its own
-checkpoint of an earlier run). Frozen Whisper tiny.en and SmolLM2-135M as in the recipe.
+checkpoint of an earlier run). ``--asr-trains p`` makes the ASR examples P&L ASR that train the paralinguistic
+adapter, the linguistic one frozen: a stage after ERR that teaches the P-Embs alone the attributes while keeping
+them from disrupting P&L ASR. ``--set train.lr_scales.ling=0.2`` trains the linguistic adapter at a fifth of
+``--lr``. ``--stage 3`` runs holistic fine-tuning instead (from ``--init-from``, on the conversations), its mixture
+set by ``--dual-share`` and ``--asr-share``. Frozen Whisper tiny.en and SmolLM2-135M as in the recipe.
 
 For each training seed: the stage (reused when its recorded settings are the ones about to run), then the WA of
 the greedy answers with the P-Embs alone (and with P&L when the linguistic adapter is trained, here or before
@@ -28,6 +32,11 @@ Appends to ``benchmarks/results/dual_info_p_only.md``.
         --other none=1,speech=1 --init-from runs/dual_info/stage1/checkpoints/best/model --lr 2e-4 --steps 200 \\
         --split dev   # then --split test
     .venv/bin/python benchmarks/dual_info_p_only.py --runs runs/dual_info_chain_p --steps 200 \\
+        --init-from 'runs/dual_info_err_s1_asr/seed{seed}/checkpoints/best/model' --split dev
+    .venv/bin/python benchmarks/dual_info_p_only.py --runs runs/dual_info_chain_pasr --p-share 0.5 --asr-trains p \\
+        --steps 300 --init-from 'runs/dual_info_err_s1_asr/seed{seed}/checkpoints/best/model' --split dev
+    .venv/bin/python benchmarks/dual_info_p_only.py --runs runs/dual_info_chain_pl2 --p-share 0.5 \\
+        --other none=1,speech=1 --steps 300 --set train.lr_scales.ling=0.2 \\
         --init-from 'runs/dual_info_err_s1_asr/seed{seed}/checkpoints/best/model' --split dev
 """
 
@@ -76,13 +85,21 @@ def train_seed(a: argparse.Namespace, seed: int) -> tuple[Path, dict, object]:
 
     out = Path(a.runs) / f"seed{seed}"
     init = f"init_from={init_path(a, seed) or 'null'}"
-    odds = [f"err_other_sources.{src}={v:g}" for src, v in parse_odds(a.other).items()]
-    overrides = [f"out_dir={out}", init, f"err_p_share={a.p_share!r}", *odds,
+    if a.stage == 2:
+        odds = [f"err_other_sources.{src}={v:g}" for src, v in parse_odds(a.other).items()]
+        mixture = [f"err_p_share={a.p_share!r}", *odds, f"err_asr_trains={a.asr_trains}"]
+    else:  # stage 3: the recipe's mixture unless a share is given
+        mixture = [f"{key}={value!r}" for key, value in (("dual_share", a.dual_share), ("asr_share", a.asr_share))
+                   if value is not None]
+    overrides = [f"out_dir={out}", init, *mixture,
                  f"tasks=[{a.tasks}]", f"train.max_steps={a.steps}", f"train.max_minutes={a.minutes}",
                  f"train.seed={seed}", f"threads={a.threads}", f"train.eval_every={max(1, a.steps // 4)}",
                  f"train.save_every={max(1, a.steps // 4)}", f"train.warmup_steps={max(1, a.steps // 10)}",
                  f"train.lr={a.lr:g}", *a.extra]
-    cfg = load_config(recipe.DualInfoRecipeConfig, "dual_info_stage2", overrides)
+    cfg = load_config(recipe.DualInfoRecipeConfig, f"dual_info_stage{a.stage}", overrides)
+    if cfg.stage == 3 and not (Path(cfg.conversations) / "summary.json").is_file():
+        raise SystemExit(f"--stage 3: no conversations at {cfg.conversations} (build them: emoslm synth conversations "
+                         f"--corpus {cfg.data} --preset demo)")
     check = check_run(out, cfg, f"seed {seed}")
     summary = check.summary(out) if check.reuse else {**recipe.run(cfg), "reused": False}
     return recipe.best_checkpoint(out), summary, cfg
@@ -100,6 +117,16 @@ def main() -> None:
                    help="err_p_share: the share of examples that train the paralinguistic adapter (the rest: ASR)")
     p.add_argument("--other", default="none=1",
                    help="err_other_sources: odds of the other slot's source, e.g. none=2,speech=1")
+    p.add_argument("--asr-trains", default="l", choices=["l", "p"],
+                   help="err_asr_trains: the adapter the ASR examples train: l (ERR), or p (P&L ASR, the linguistic "
+                        "adapter frozen: a P-only stage that keeps the P-Embs from disrupting P&L ASR)")
+    p.add_argument("--stage", type=int, default=2, choices=[2, 3],
+                   help="2: ERR and its variants (the options above); 3: holistic fine-tuning on the conversations "
+                        "(needs --init-from), its mixture set by --dual-share and --asr-share")
+    p.add_argument("--dual-share", type=float, default=None,
+                   help="stage 3: the share of conversation examples (default: the recipe's, 0.6)")
+    p.add_argument("--asr-share", type=float, default=None,
+                   help="stage 3: the share of ASR among the single-information examples (default: the recipe's, 0.4)")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start both adapters from this checkpoint (a stage-1 model) instead of untrained; {seed} in "
                         "the path is replaced by each training seed (a chain of stages, one per seed)")
@@ -118,6 +145,8 @@ def main() -> None:
     if not 0.0 < a.p_share <= 1.0:
         raise SystemExit(f"--p-share must be in (0, 1]: the paralinguistic adapter is what is scored; got {a.p_share}")
     odds = parse_odds(a.other)
+    if a.stage == 3 and not a.init_from:
+        raise SystemExit("--stage 3 needs --init-from: holistic fine-tuning continues a trained stage 2")
 
     import numpy as np
     import torch
@@ -132,7 +161,7 @@ def main() -> None:
 
     tasks = a.tasks.split(",")
     # the linguistic adapter is trained here or was before the start: Table III too, and P&L in Table I
-    with_asr = a.p_share < 1.0 or bool(a.init_from)
+    with_asr = a.stage == 3 or a.p_share < 1.0 or bool(a.init_from)
     t0 = time.perf_counter()
     trained = {s: train_seed(a, s) for s in seeds}
     torch.set_num_threads(a.threads)
@@ -207,15 +236,29 @@ def main() -> None:
                                      f"`{summ.get('trained_by')}`" if summ.get("reused") else "")
              for s, (_, summ, _) in trained.items()]
     named = ", ".join(f"{src}: {v:g}" for src, v in odds.items() if v)
-    mixture = (f"a share {a.p_share:g} of each batch trains the paralinguistic adapter on attribute questions, the "
-               f"rest the linguistic one on ASR" if a.p_share < 1.0
-               else f"every step {cfg.batch_size} attribute questions (the linguistic adapter not trained)")
+    if a.stage == 3:
+        mixture = (f"stage 3 (holistic): a share {cfg.dual_share:g} of the examples are dual-information "
+                   f"conversation turns, the rest single-information questions (ASR in a share {cfg.asr_share:g} "
+                   f"of those), both slots from speech, both adapters trained")
+    elif a.p_share == 1.0:
+        mixture = f"every step {cfg.batch_size} attribute questions (the linguistic adapter not trained)"
+    elif a.asr_trains == "p":
+        mixture = (f"`err_asr_trains=p`: a share {a.p_share:g} of each batch is attribute questions, the rest ASR "
+                   f"with both slots from speech (P&L), all of them training the paralinguistic adapter (the "
+                   f"linguistic one frozen)")
+    else:
+        mixture = (f"a share {a.p_share:g} of each batch trains the paralinguistic adapter on attribute questions, "
+                   f"the rest the linguistic one on ASR")
     start = ("; ".join(dict.fromkeys(f"adapters from `{path}`{init_origin(path)}" for path in starts.values()))
              if a.init_from else "adapters untrained at the start")
     text = "\n\n".join([
         heading(TITLE, a.title),
-        f"Stage 2 with `err_p_share={a.p_share:g}`, `err_other_sources={{{named}}}`, tasks {', '.join(tasks)}: "
-        f"{mixture}, the other slot's source drawn with those odds; {start}; {a.steps} "
+        (f"Stage 3 with `dual_share={cfg.dual_share:g}`, `asr_share={cfg.asr_share:g}`, tasks {', '.join(tasks)}: "
+         f"{mixture}" if a.stage == 3 else
+         f"Stage 2 with `err_p_share={a.p_share:g}`, `err_other_sources={{{named}}}`, tasks {', '.join(tasks)}: "
+         f"{mixture}, the other slot's source of the attribute questions"
+         f"{'' if a.asr_trains == 'p' else ' (and ASR examples)'} drawn with those odds")
+        + f"; {start}; {a.steps} "
         f"steps of batch {cfg.batch_size}, lr {a.lr:g}, {a.threads} thread{'s' if a.threads > 1 else ''}"
         + (f", overrides {' '.join(a.extra)}" if a.extra else "")
         + f". Scored on {len(utts)} {a.split} utterances of {len({u.speaker for u in utts})} speakers; whole "

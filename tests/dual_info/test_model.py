@@ -211,6 +211,30 @@ def test_err_odds_of_the_other_slot_and_the_share_of_each_adapter_are_settings(c
             _recipe(corpus, conversations, tmp_path, 2, **bad)
 
 
+
+def test_asr_examples_can_train_the_paralinguistic_adapter_with_the_linguistic_one_frozen(corpus, conversations,
+                                                                                          tmp_path):
+    # err_asr_trains=p: P-only attribute questions plus P&L ASR, every example training the paralinguistic adapter
+    r = _recipe(corpus, conversations, tmp_path, 2, err_p_share=0.5, err_asr_trains="p",
+                err_other_sources={"speech": 0.0, "text": 0.0, "none": 1.0})
+    rng = np.random.default_rng(0)
+    batch = r.batch_fn(0, rng)
+    asr = [e for e in batch if e.task == "asr"]
+    assert len(asr) == 3 and all(e.p_source == e.l_source == "speech" for e in asr)
+    assert all(e.l_source == "none" for e in batch if e.task != "asr")
+    assert all(e.train_p and not e.train_l for e in [*batch, *r.dev_set])
+    m = r.model.train()
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.05)
+    before = {"p": _snapshot(m.para), "l": _snapshot(m.ling)}
+    opt.zero_grad(set_to_none=True)
+    loss, _ = m.loss(asr)  # the ASR examples alone: their gradient reaches the paralinguistic adapter
+    loss.backward()
+    assert all(p.grad is None for p in m.ling.parameters())
+    opt.step()
+    assert _changed(before["p"], m.para) and not _changed(before["l"], m.ling)
+    with pytest.raises(ValueError, match="err_asr_trains"):
+        _recipe(corpus, conversations, tmp_path, 2, err_asr_trains="both")
+
 def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in module.named_parameters()}
 

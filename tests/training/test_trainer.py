@@ -340,3 +340,21 @@ def test_lr_schedule_warms_up_and_decays(tmp_path):
     assert t0.sched.lr_lambdas[0](0) == pytest.approx(1.0)
     assert t0.sched.lr_lambdas[0](10) == pytest.approx(args.min_lr_ratio)
     assert not math.isnan(t0.sched.lr_lambdas[0](5))
+
+
+def test_lr_scales_give_a_module_its_own_learning_rate(tmp_path):
+    args = _args(max_steps=8, warmup_steps=2, lr=0.02, save_every=0, lr_scales={"net.0": 0.25, "net.4": 2})
+    t = toy.make_trainer(tmp_path, args, eval_fn=None)
+    model = t.model
+    by_param = {id(p): g["lr"] for g in t.opt.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            want = 0.005 if name.startswith("net.0.") else 0.04 if name.startswith("net.4.") else 0.02
+            assert by_param[id(p)] == pytest.approx(want * t.sched.lr_lambdas[0](0)), name  # warmup applies to all
+    t.fit()
+    factor = t.sched.lr_lambdas[0](8)
+    assert sorted(g["lr"] for g in t.opt.param_groups) == pytest.approx(sorted(x * factor for x in (0.005, 0.02, 0.04)))
+    for bad, match in (({"nett": 0.5}, "name no trainable"), ({"net.0": 0}, "positive"),
+                       ({"net.0": "fast"}, "positive")):
+        with pytest.raises(ValueError, match=match):
+            toy.make_trainer(tmp_path / "bad", _args(lr_scales=bad), eval_fn=None)

@@ -12,6 +12,11 @@
   adapter) and ``err_other_sources`` (the odds of speech, text and none for the other slot). With
   ``err_p_share: 1`` and ``err_other_sources: {none: 1}`` stage 2 trains the paralinguistic adapter alone on
   attribute questions with the P-Embs as the only speech input, what Table I's P-Embs column asks of it.
+  ``err_asr_trains: p`` changes what the ASR examples do (not in the paper): both slots from speech, the
+  paralinguistic adapter learning from them and the linguistic one frozen for the whole stage. A stage that
+  teaches the P-Embs alone the attributes then also keeps them from disrupting P&L ASR, which they did when
+  trained on attribute questions alone after ERR, and leaves the L-Embs-only ASR learned before untouched. (In the
+  README's run the P-Embs then helped P&L ASR beyond what the L-Embs carry alone: not the paper's separation.)
 - ``stage: 3`` holistic fine-tuning: dual-information examples (a conversation's context turns as text and
   the spoken user turn; the target is the frozen LLM's reply to the true text and caption) mixed with a
   ``1 - dual_share`` portion of single-information examples; both adapters learn, both slots from speech.
@@ -136,6 +141,8 @@ class DualInfoRecipeConfig:
     err_p_share: float = 0.5
     # stage 2: odds of each source (speech, text, none) for the slot of the adapter not trained
     err_other_sources: dict = field(default_factory=lambda: {"speech": 1.0, "text": 1.0, "none": 1.0})
+    # stage 2: the adapter the ASR examples train: "l" (ERR), or "p" (P&L ASR, the linguistic adapter frozen)
+    err_asr_trains: str = "l"
     max_train_utterances: int | None = None
     dev_examples: int = 48
     batch_size: int = 8
@@ -162,6 +169,9 @@ class DualInfoRecipe:
         odds = cfg.err_other_sources
         if set(odds) - set(SOURCES) or any(float(v) < 0 for v in odds.values()) or not sum(map(float, odds.values())):
             raise ValueError(f"err_other_sources: non-negative odds of {', '.join(SOURCES)}, not all zero; got {odds}")
+        if cfg.err_asr_trains not in ("l", "p"):
+            raise ValueError(f"err_asr_trains must be 'l' (ERR) or 'p' (P&L ASR, the linguistic adapter frozen), "
+                             f"got {cfg.err_asr_trains!r}")
         self.cfg = cfg
 
     def setup(self) -> None:
@@ -218,6 +228,8 @@ class DualInfoRecipe:
         if cfg.stage == 2:
             side = side or ("l" if rng.random() < 1.0 - cfg.err_p_share else "p")
             p_src, l_src = err_sources(side, rng, cfg.err_other_sources)
+            if side == "l" and cfg.err_asr_trains == "p":  # P&L ASR that only the paralinguistic adapter learns
+                return asr_example(u, frames, rng, "speech", "speech", train_p=True, train_l=False)
             if side == "l":
                 return asr_example(u, frames, rng, p_src, l_src, train_p=False, train_l=True)
             task = cfg.tasks[int(rng.integers(len(cfg.tasks)))]

@@ -25,7 +25,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,6 +56,8 @@ class TrainArgs:
     seed: int = 0
     max_minutes: float | None = None  # stop (and save) when the time budget is spent
     progress: bool = True
+    # a multiple of ``lr`` per module (a parameter-name prefix, e.g. {"ling": 0.2}); other parameters at ``lr``
+    lr_scales: dict = field(default_factory=dict)
 
 
 class _LossModule(nn.Module):
@@ -125,6 +127,31 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
             if n not in params or params[n].requires_grad}
 
 
+def param_groups(model: nn.Module, args: TrainArgs) -> list[dict[str, Any]]:
+    """The trainable parameters as optimiser groups, each at its learning rate: ``args.lr`` times the scale of
+    the first ``lr_scales`` prefix that names the parameter's module (one group at ``lr`` without scales, the
+    optimiser state of every earlier run)."""
+    scales = {str(k): v for k, v in (args.lr_scales or {}).items()}
+    for prefix, scale in scales.items():
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise ValueError(f"lr_scales.{prefix} must be a positive number, got {scale!r}")
+    groups: dict[float, list[nn.Parameter]] = {}
+    used = set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        prefix = next((k for k in scales if name == k or name.startswith(k + ".")), None)
+        used.add(prefix)
+        groups.setdefault(float(scales[prefix]) if prefix else 1.0, []).append(p)
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    unused = sorted(set(scales) - used)
+    if unused:  # a typo would silently train everything at one rate
+        modules = sorted({n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad})
+        raise ValueError(f"lr_scales: {unused} name no trainable parameters (trainable modules: {modules})")
+    return [{"params": ps, "lr": args.lr * scale} for scale, ps in groups.items()]
+
+
 class Trainer:
     def __init__(self, model: nn.Module, batch_fn: Callable, loss_fn: Callable, out_dir: str | Path,
                  args: TrainArgs, eval_fn: Callable | None = None):
@@ -135,9 +162,7 @@ class Trainer:
         self.args = args
         self.out = Path(out_dir)
         self.rank, self.world = dist_info()
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("the model has no trainable parameters")
+        params = param_groups(model, args)
         if args.optimizer == "radam":
             self.opt = torch.optim.RAdam(params, lr=args.lr, weight_decay=args.weight_decay)
         elif args.optimizer == "adamw":
