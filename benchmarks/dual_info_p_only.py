@@ -105,6 +105,28 @@ def train_seed(a: argparse.Namespace, seed: int) -> tuple[Path, dict, object]:
     return recipe.best_checkpoint(out), summary, cfg
 
 
+def stage_setting(a: argparse.Namespace, cfg, odds: dict[str, float], tasks: list[str]) -> str:
+    """The trained stage's mixture, in words, for the results file."""
+    if a.stage == 3:
+        return (f"Stage 3 with `dual_share={cfg.dual_share:g}`, `asr_share={cfg.asr_share:g}`, tasks "
+                f"{', '.join(tasks)}: stage 3 (holistic): a share {cfg.dual_share:g} of the examples are "
+                f"dual-information conversation turns, the rest single-information questions (ASR in a share "
+                f"{cfg.asr_share:g} of those), both slots from speech, both adapters trained")
+    if a.p_share == 1.0:
+        mixture = f"every step {cfg.batch_size} attribute questions (the linguistic adapter not trained)"
+    elif a.asr_trains == "p":
+        mixture = (f"`err_asr_trains=p`: a share {a.p_share:g} of each batch is attribute questions, the rest ASR "
+                   f"with both slots from speech (P&L), all of them training the paralinguistic adapter (the "
+                   f"linguistic one frozen)")
+    else:
+        mixture = (f"a share {a.p_share:g} of each batch trains the paralinguistic adapter on attribute questions, "
+                   f"the rest the linguistic one on ASR")
+    named = ", ".join(f"{src}: {v:g}" for src, v in odds.items() if v)
+    return (f"Stage 2 with `err_p_share={a.p_share:g}`, `err_other_sources={{{named}}}`, tasks {', '.join(tasks)}: "
+            f"{mixture}, the other slot's source of the attribute questions"
+            f"{'' if a.asr_trains == 'p' else ' (and ASR examples)'} drawn with those odds")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", default="runs/dual_info_p_only")
@@ -235,30 +257,11 @@ def main() -> None:
              f"{best_step(summ)}" + (f"; reused from `{a.runs}/seed{s}` (same settings), trained by "
                                      f"`{summ.get('trained_by')}`" if summ.get("reused") else "")
              for s, (_, summ, _) in trained.items()]
-    named = ", ".join(f"{src}: {v:g}" for src, v in odds.items() if v)
-    if a.stage == 3:
-        mixture = (f"stage 3 (holistic): a share {cfg.dual_share:g} of the examples are dual-information "
-                   f"conversation turns, the rest single-information questions (ASR in a share {cfg.asr_share:g} "
-                   f"of those), both slots from speech, both adapters trained")
-    elif a.p_share == 1.0:
-        mixture = f"every step {cfg.batch_size} attribute questions (the linguistic adapter not trained)"
-    elif a.asr_trains == "p":
-        mixture = (f"`err_asr_trains=p`: a share {a.p_share:g} of each batch is attribute questions, the rest ASR "
-                   f"with both slots from speech (P&L), all of them training the paralinguistic adapter (the "
-                   f"linguistic one frozen)")
-    else:
-        mixture = (f"a share {a.p_share:g} of each batch trains the paralinguistic adapter on attribute questions, "
-                   f"the rest the linguistic one on ASR")
     start = ("; ".join(dict.fromkeys(f"adapters from `{path}`{init_origin(path)}" for path in starts.values()))
              if a.init_from else "adapters untrained at the start")
     text = "\n\n".join([
         heading(TITLE, a.title),
-        (f"Stage 3 with `dual_share={cfg.dual_share:g}`, `asr_share={cfg.asr_share:g}`, tasks {', '.join(tasks)}: "
-         f"{mixture}" if a.stage == 3 else
-         f"Stage 2 with `err_p_share={a.p_share:g}`, `err_other_sources={{{named}}}`, tasks {', '.join(tasks)}: "
-         f"{mixture}, the other slot's source of the attribute questions"
-         f"{'' if a.asr_trains == 'p' else ' (and ASR examples)'} drawn with those odds")
-        + f"; {start}; {a.steps} "
+        f"{stage_setting(a, cfg, odds, tasks)}; {start}; {a.steps} "
         f"steps of batch {cfg.batch_size}, lr {a.lr:g}, {a.threads} thread{'s' if a.threads > 1 else ''}"
         + (f", overrides {' '.join(a.extra)}" if a.extra else "")
         + f". Scored on {len(utts)} {a.split} utterances of {len({u.speaker for u in utts})} speakers; whole "

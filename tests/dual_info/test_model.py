@@ -211,7 +211,6 @@ def test_err_odds_of_the_other_slot_and_the_share_of_each_adapter_are_settings(c
             _recipe(corpus, conversations, tmp_path, 2, **bad)
 
 
-
 def test_asr_examples_can_train_the_paralinguistic_adapter_with_the_linguistic_one_frozen(corpus, conversations,
                                                                                           tmp_path):
     # err_asr_trains=p: P-only attribute questions plus P&L ASR, every example training the paralinguistic adapter
@@ -234,6 +233,7 @@ def test_asr_examples_can_train_the_paralinguistic_adapter_with_the_linguistic_o
     assert _changed(before["p"], m.para) and not _changed(before["l"], m.ling)
     with pytest.raises(ValueError, match="err_asr_trains"):
         _recipe(corpus, conversations, tmp_path, 2, err_asr_trains="both")
+
 
 def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in module.named_parameters()}
