@@ -14,7 +14,8 @@ checkpoint of an earlier run). ``--asr-trains p`` makes the ASR examples P&L ASR
 adapter, the linguistic one frozen: a stage after ERR that teaches the P-Embs alone the attributes while keeping
 them from disrupting P&L ASR. ``--set train.lr_scales.ling=0.2`` trains the linguistic adapter at a fifth of
 ``--lr``. ``--stage 3`` runs holistic fine-tuning instead (from ``--init-from``, on the conversations), its mixture
-set by ``--dual-share`` and ``--asr-share``. Frozen Whisper tiny.en and SmolLM2-135M as in the recipe.
+set by ``--dual-share`` and ``--asr-share``, or with ``--stage3-single err`` its single-information examples drawn
+as in ERR (``--p-share``, ``--other``). Frozen Whisper tiny.en and SmolLM2-135M as in the recipe.
 
 For each training seed: the stage (reused when its recorded settings are the ones about to run), then the WA of
 the greedy answers with the P-Embs alone (and with P&L when the linguistic adapter is trained, here or before
@@ -37,6 +38,15 @@ Appends to ``benchmarks/results/dual_info_p_only.md``.
         --steps 300 --init-from 'runs/dual_info_err_s1_asr/seed{seed}/checkpoints/best/model' --split dev
     .venv/bin/python benchmarks/dual_info_p_only.py --runs runs/dual_info_chain_pl2 --p-share 0.5 \\
         --other none=1,speech=1 --steps 300 --set train.lr_scales.ling=0.2 \\
+        --init-from 'runs/dual_info_err_s1_asr/seed{seed}/checkpoints/best/model' --split dev
+    .venv/bin/python benchmarks/dual_info_p_only.py --runs runs/dual_info_chain_lp --p-share 0.5 --asr-trains lp \
+        --steps 300 --set train.lr_scales.ling=0.2 \
+        --init-from 'runs/dual_info_err_s1_asr/seed{seed}/checkpoints/best/model' --split dev
+    .venv/bin/python benchmarks/dual_info_p_only.py --stage 3 --dual-share 0.3 --runs runs/dual_info_s3_mix03 \
+        --lr 3e-4 --steps 100 --init-from 'runs/dual_info_err_s1_asr/seed{seed}/checkpoints/best/model' \
+        --split dev   # then --split test: the paper-002 pipeline, stage 1 -> the chosen ERR -> stage 3
+    .venv/bin/python benchmarks/dual_info_p_only.py --stage 3 --stage3-single err --p-share 0.25 \
+        --other none=1,speech=1 --runs runs/dual_info_s3_err --lr 3e-4 --steps 100 \
         --init-from 'runs/dual_info_err_s1_asr/seed{seed}/checkpoints/best/model' --split dev
 """
 
@@ -85,12 +95,15 @@ def train_seed(a: argparse.Namespace, seed: int) -> tuple[Path, dict, object]:
 
     out = Path(a.runs) / f"seed{seed}"
     init = f"init_from={init_path(a, seed) or 'null'}"
+    odds = [f"err_other_sources.{src}={v:g}" for src, v in parse_odds(a.other).items()]
+    err = [f"err_p_share={a.p_share!r}", *odds, f"err_asr_trains={a.asr_trains}"]
     if a.stage == 2:
-        odds = [f"err_other_sources.{src}={v:g}" for src, v in parse_odds(a.other).items()]
-        mixture = [f"err_p_share={a.p_share!r}", *odds, f"err_asr_trains={a.asr_trains}"]
-    else:  # stage 3: the recipe's mixture unless a share is given
+        mixture = err
+    else:  # stage 3: the recipe's mixture unless a share is given; its single-information examples as in ERR
         mixture = [f"{key}={value!r}" for key, value in (("dual_share", a.dual_share), ("asr_share", a.asr_share))
                    if value is not None]
+        if a.stage3_single == "err":
+            mixture += ["stage3_single=err", *err]
     overrides = [f"out_dir={out}", init, *mixture,
                  f"tasks=[{a.tasks}]", f"train.max_steps={a.steps}", f"train.max_minutes={a.minutes}",
                  f"train.seed={seed}", f"threads={a.threads}", f"train.eval_every={max(1, a.steps // 4)}",
@@ -107,6 +120,14 @@ def train_seed(a: argparse.Namespace, seed: int) -> tuple[Path, dict, object]:
 
 def stage_setting(a: argparse.Namespace, cfg, odds: dict[str, float], tasks: list[str]) -> str:
     """The trained stage's mixture, in words, for the results file."""
+    named = ", ".join(f"{src}: {v:g}" for src, v in odds.items() if v)
+    if a.stage == 3 and cfg.stage3_single == "err":
+        return (f"Stage 3 with `dual_share={cfg.dual_share:g}`, `stage3_single=err`, `err_p_share={a.p_share:g}`, "
+                f"`err_other_sources={{{named}}}`, tasks {', '.join(tasks)}: stage 3 (holistic): a share "
+                f"{cfg.dual_share:g} of the examples are dual-information conversation turns (both slots from "
+                f"speech, both adapters trained), the rest single-information examples drawn as in ERR (a share "
+                f"{a.p_share:g} of those train the paralinguistic adapter on attribute questions, the rest the "
+                f"linguistic one on ASR, the other slot's source drawn with those odds)")
     if a.stage == 3:
         return (f"Stage 3 with `dual_share={cfg.dual_share:g}`, `asr_share={cfg.asr_share:g}`, tasks "
                 f"{', '.join(tasks)}: stage 3 (holistic): a share {cfg.dual_share:g} of the examples are "
@@ -118,10 +139,13 @@ def stage_setting(a: argparse.Namespace, cfg, odds: dict[str, float], tasks: lis
         mixture = (f"`err_asr_trains=p`: a share {a.p_share:g} of each batch is attribute questions, the rest ASR "
                    f"with both slots from speech (P&L), all of them training the paralinguistic adapter (the "
                    f"linguistic one frozen)")
+    elif a.asr_trains == "lp":
+        mixture = (f"`err_asr_trains=lp`: a share {a.p_share:g} of each batch is attribute questions training the "
+                   f"paralinguistic adapter, the rest ASR, each ASR example with even odds either ERR's (training the "
+                   f"linguistic adapter) or with both slots from speech (P&L) training the paralinguistic one")
     else:
         mixture = (f"a share {a.p_share:g} of each batch trains the paralinguistic adapter on attribute questions, "
                    f"the rest the linguistic one on ASR")
-    named = ", ".join(f"{src}: {v:g}" for src, v in odds.items() if v)
     return (f"Stage 2 with `err_p_share={a.p_share:g}`, `err_other_sources={{{named}}}`, tasks {', '.join(tasks)}: "
             f"{mixture}, the other slot's source of the attribute questions"
             f"{'' if a.asr_trains == 'p' else ' (and ASR examples)'} drawn with those odds")
@@ -139,16 +163,21 @@ def main() -> None:
                    help="err_p_share: the share of examples that train the paralinguistic adapter (the rest: ASR)")
     p.add_argument("--other", default="none=1",
                    help="err_other_sources: odds of the other slot's source, e.g. none=2,speech=1")
-    p.add_argument("--asr-trains", default="l", choices=["l", "p"],
-                   help="err_asr_trains: the adapter the ASR examples train: l (ERR), or p (P&L ASR, the linguistic "
-                        "adapter frozen: a P-only stage that keeps the P-Embs from disrupting P&L ASR)")
+    p.add_argument("--asr-trains", default="l", choices=["l", "p", "lp"],
+                   help="err_asr_trains: the adapter the ASR examples train: l (ERR), p (P&L ASR, the linguistic "
+                        "adapter frozen: a P-only stage that keeps the P-Embs from disrupting P&L ASR), or lp (each "
+                        "ASR example one of the two, even odds)")
     p.add_argument("--stage", type=int, default=2, choices=[2, 3],
                    help="2: ERR and its variants (the options above); 3: holistic fine-tuning on the conversations "
                         "(needs --init-from), its mixture set by --dual-share and --asr-share")
     p.add_argument("--dual-share", type=float, default=None,
-                   help="stage 3: the share of conversation examples (default: the recipe's, 0.6)")
+                   help="stage 3: the share of conversation examples (default: the recipe's, 0.3)")
     p.add_argument("--asr-share", type=float, default=None,
                    help="stage 3: the share of ASR among the single-information examples (default: the recipe's, 0.4)")
+    p.add_argument("--stage3-single", default="both", choices=["both", "err"],
+                   help="stage 3: its single-information examples with both slots from speech, both adapters "
+                        "trained (both, the recipe's), or drawn as in ERR with --p-share, --other and --asr-trains "
+                        "(err)")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start both adapters from this checkpoint (a stage-1 model) instead of untrained; {seed} in "
                         "the path is replaced by each training seed (a chain of stages, one per seed)")

@@ -231,8 +231,37 @@ def test_asr_examples_can_train_the_paralinguistic_adapter_with_the_linguistic_o
     assert all(p.grad is None for p in m.ling.parameters())
     opt.step()
     assert _changed(before["p"], m.para) and not _changed(before["l"], m.ling)
+    # err_asr_trains=lp: each ASR example trains one adapter, ERR's way (L-only here) or P&L training the P adapter
+    r = _recipe(corpus, conversations, tmp_path, 2, err_p_share=0.5, err_asr_trains="lp",
+                err_other_sources={"speech": 0.0, "text": 0.0, "none": 1.0})
+    asr = [e for step in range(40) for e in r.batch_fn(step, rng) if e.task == "asr"]
+    by_l = [e for e in asr if e.train_l]
+    assert all(not e.train_p and e.p_source == "none" and e.l_source == "speech" for e in by_l)
+    assert all(e.train_p and e.p_source == e.l_source == "speech" for e in asr if not e.train_l)
+    assert 0.4 < len(by_l) / len(asr) < 0.6
     with pytest.raises(ValueError, match="err_asr_trains"):
         _recipe(corpus, conversations, tmp_path, 2, err_asr_trains="both")
+
+
+def test_stage3_single_information_examples_can_be_drawn_as_in_err(corpus, conversations, tmp_path):
+    rng = np.random.default_rng(0)
+    # the default: both slots from speech, both adapters trained
+    r = _recipe(corpus, conversations, tmp_path, 3, init_from=None, dual_share=0.0)
+    batch = [e for step in range(10) for e in r.batch_fn(step, rng)]
+    assert all(e.train_p and e.train_l and e.p_source == e.l_source == "speech" for e in batch)
+    # stage3_single=err: one adapter per example, the other slot empty here; conversation turns still train both
+    r = _recipe(corpus, conversations, tmp_path, 3, init_from=None, dual_share=0.5, stage3_single="err",
+                err_p_share=0.25, err_other_sources={"speech": 0.0, "text": 0.0, "none": 1.0})
+    batch = [e for step in range(40) for e in r.batch_fn(step, rng)]
+    single = [e for e in batch if e.task != "conversation"]
+    dual = [e for e in batch if e.task == "conversation"]
+    assert dual and all(e.train_p and e.train_l for e in dual)
+    assert all(e.train_p != e.train_l for e in single)
+    assert all(e.task == "asr" and e.p_source == "none" for e in single if e.train_l)
+    assert all(e.task != "asr" and e.l_source == "none" for e in single if e.train_p)
+    assert 0.1 < sum(e.train_p for e in single) / len(single) < 0.4
+    with pytest.raises(ValueError, match="stage3_single"):
+        _recipe(corpus, conversations, tmp_path, 3, stage3_single="holistic")
 
 
 def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:

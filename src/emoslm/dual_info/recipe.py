@@ -17,9 +17,15 @@
   teaches the P-Embs alone the attributes then also keeps them from disrupting P&L ASR, which they did when
   trained on attribute questions alone after ERR, and leaves the L-Embs-only ASR learned before untouched. (In the
   README's run the P-Embs then helped P&L ASR beyond what the L-Embs carry alone: not the paper's separation.)
+  ``err_asr_trains: lp`` draws each ASR example one way or the other with even odds: ERR's (the linguistic
+  adapter trained, the other slot drawn with ``err_other_sources``) or P&L ASR training the paralinguistic one.
 - ``stage: 3`` holistic fine-tuning: dual-information examples (a conversation's context turns as text and
   the spoken user turn; the target is the frozen LLM's reply to the true text and caption) mixed with a
   ``1 - dual_share`` portion of single-information examples; both adapters learn, both slots from speech.
+  The paper's single-information share "constrains" the stage; ``stage3_single: err`` (not the default) draws it
+  as in stage 2 instead (one adapter trained, the other slot from speech, text or none), to keep ERR's
+  constraint: with both slots always from speech, the L-Embs-only ASR learned in ERR was lost. (In the README's
+  dev run it kept the L-Embs-only ASR but broke P&L ASR and the attributes: not the default.)
 
 The speech encoder (Whisper tiny.en by default) and the LLM (SmolLM2-135M-Instruct) are frozen; the
 encoder's frames are computed once per utterance (:class:`emoslm.models.frozen_speech.FeatureCache`).
@@ -136,12 +142,17 @@ class DualInfoRecipeConfig:
                                                  "p_layers": 1, "p_ff": 1024, "dropout": 0.1, "l_hidden": 1024})
     tasks: list[str] = field(default_factory=lambda: list(ATTRIBUTE_TASKS))
     asr_share: float = 0.4  # stages 1 and 3: the share of ASR among single-information examples
-    dual_share: float = 0.6  # stage 3: the share of conversation examples
+    dual_share: float = 0.3  # stage 3: the share of conversation examples (chosen on dev over 0.6)
+    # stage 3: how its single-information examples are drawn: "both" (both slots from speech, both adapters
+    # trained, ASR in an asr_share of them) or "err" (as in stage 2, with the err_* settings: one adapter trained,
+    # the other slot from speech, text or none), meant to keep what ERR separated (on dev it broke P&L ASR)
+    stage3_single: str = "both"
     # stage 2: the share of examples that train the paralinguistic adapter (the rest train the linguistic one)
     err_p_share: float = 0.5
     # stage 2: odds of each source (speech, text, none) for the slot of the adapter not trained
     err_other_sources: dict = field(default_factory=lambda: {"speech": 1.0, "text": 1.0, "none": 1.0})
-    # stage 2: the adapter the ASR examples train: "l" (ERR), or "p" (P&L ASR, the linguistic adapter frozen)
+    # stage 2: the adapter the ASR examples train: "l" (ERR), "p" (P&L ASR, the linguistic adapter frozen), or
+    # "lp" (each ASR example one of the two, even odds)
     err_asr_trains: str = "l"
     max_train_utterances: int | None = None
     dev_examples: int = 48
@@ -169,9 +180,12 @@ class DualInfoRecipe:
         odds = cfg.err_other_sources
         if set(odds) - set(SOURCES) or any(float(v) < 0 for v in odds.values()) or not sum(map(float, odds.values())):
             raise ValueError(f"err_other_sources: non-negative odds of {', '.join(SOURCES)}, not all zero; got {odds}")
-        if cfg.err_asr_trains not in ("l", "p"):
-            raise ValueError(f"err_asr_trains must be 'l' (ERR) or 'p' (P&L ASR, the linguistic adapter frozen), "
-                             f"got {cfg.err_asr_trains!r}")
+        if cfg.err_asr_trains not in ("l", "p", "lp"):
+            raise ValueError(f"err_asr_trains must be 'l' (ERR), 'p' (P&L ASR, the linguistic adapter frozen) or 'lp' "
+                             f"(each ASR example one of the two), got {cfg.err_asr_trains!r}")
+        if cfg.stage3_single not in ("both", "err"):
+            raise ValueError(f"stage3_single must be 'both' (both slots from speech, both adapters trained) or 'err' "
+                             f"(drawn as in stage 2), got {cfg.stage3_single!r}")
         self.cfg = cfg
 
     def setup(self) -> None:
@@ -225,10 +239,13 @@ class DualInfoRecipe:
             return conversation_example(row, self.feats[row["supervision_id"]])
         u = utts[int(rng.integers(len(utts)))]
         frames = self.feats[u.id]
-        if cfg.stage == 2:
+        if cfg.stage == 2 or cfg.stage3_single == "err":
             side = side or ("l" if rng.random() < 1.0 - cfg.err_p_share else "p")
             p_src, l_src = err_sources(side, rng, cfg.err_other_sources)
-            if side == "l" and cfg.err_asr_trains == "p":  # P&L ASR that only the paralinguistic adapter learns
+            asr_trains = cfg.err_asr_trains
+            if side == "l" and asr_trains == "lp":  # the draw only in this mode: older runs' streams unchanged
+                asr_trains = "p" if rng.random() < 0.5 else "l"
+            if side == "l" and asr_trains == "p":  # P&L ASR that only the paralinguistic adapter learns
                 return asr_example(u, frames, rng, "speech", "speech", train_p=True, train_l=False)
             if side == "l":
                 return asr_example(u, frames, rng, p_src, l_src, train_p=False, train_l=True)
