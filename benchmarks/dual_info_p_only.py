@@ -39,14 +39,14 @@ Appends to ``benchmarks/results/dual_info_p_only.md``.
     .venv/bin/python benchmarks/dual_info_p_only.py --runs runs/dual_info_chain_pl2 --p-share 0.5 \\
         --other none=1,speech=1 --steps 300 --set train.lr_scales.ling=0.2 \\
         --init-from 'runs/dual_info_err_s1_asr/seed{seed}/checkpoints/best/model' --split dev
-    .venv/bin/python benchmarks/dual_info_p_only.py --runs runs/dual_info_chain_lp --p-share 0.5 --asr-trains lp \
-        --steps 300 --set train.lr_scales.ling=0.2 \
+    .venv/bin/python benchmarks/dual_info_p_only.py --runs runs/dual_info_chain_lp --p-share 0.5 --asr-trains lp \\
+        --steps 300 --set train.lr_scales.ling=0.2 \\
         --init-from 'runs/dual_info_err_s1_asr/seed{seed}/checkpoints/best/model' --split dev
-    .venv/bin/python benchmarks/dual_info_p_only.py --stage 3 --dual-share 0.3 --runs runs/dual_info_s3_mix03 \
-        --lr 3e-4 --steps 100 --init-from 'runs/dual_info_err_s1_asr/seed{seed}/checkpoints/best/model' \
+    .venv/bin/python benchmarks/dual_info_p_only.py --stage 3 --dual-share 0.3 --runs runs/dual_info_s3_mix03 \\
+        --lr 3e-4 --steps 100 --init-from 'runs/dual_info_err_s1_asr/seed{seed}/checkpoints/best/model' \\
         --split dev   # then --split test: the paper-002 pipeline, stage 1 -> the chosen ERR -> stage 3
-    .venv/bin/python benchmarks/dual_info_p_only.py --stage 3 --stage3-single err --p-share 0.25 \
-        --other none=1,speech=1 --runs runs/dual_info_s3_err --lr 3e-4 --steps 100 \
+    .venv/bin/python benchmarks/dual_info_p_only.py --stage 3 --stage3-single err --p-share 0.25 \\
+        --other none=1,speech=1 --runs runs/dual_info_s3_err --lr 3e-4 --steps 100 \\
         --init-from 'runs/dual_info_err_s1_asr/seed{seed}/checkpoints/best/model' --split dev
 """
 
@@ -212,7 +212,7 @@ def main() -> None:
 
     tasks = a.tasks.split(",")
     # the linguistic adapter is trained here or was before the start: Table III too, and P&L in Table I
-    with_asr = a.stage == 3 or a.p_share < 1.0 or bool(a.init_from)
+    with_asr = a.p_share < 1.0 or bool(a.init_from)  # stage 3 always has --init-from
     t0 = time.perf_counter()
     trained = {s: train_seed(a, s) for s in seeds}
     torch.set_num_threads(a.threads)
